@@ -1,0 +1,1 @@
+"""In-memory HNSW query nodes and the gateway that fans searches out over shards."""

@@ -1,0 +1,1 @@
+"""The recommendation app: personalized and similar items, click tracking, the homepage module."""

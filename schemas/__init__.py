@@ -1,0 +1,26 @@
+"""The contract every nrtrec service shares. Imports no other nrtrec package."""
+
+from nrtrec.schemas.codec import decode, encode, model_for, payload_text
+from nrtrec.schemas.errors import InvalidRecord, SchemaError, UnknownTopic
+from nrtrec.schemas.events import Action, ClickEvent, ListingEvent, ListingOp
+from nrtrec.schemas.records import DeadLetter, ItemDelta, UserVector, UserVectors
+from nrtrec.schemas.topics import Topic
+
+__all__ = [
+    "Action",
+    "ClickEvent",
+    "DeadLetter",
+    "InvalidRecord",
+    "ItemDelta",
+    "ListingEvent",
+    "ListingOp",
+    "SchemaError",
+    "Topic",
+    "UnknownTopic",
+    "UserVector",
+    "UserVectors",
+    "decode",
+    "encode",
+    "model_for",
+    "payload_text",
+]

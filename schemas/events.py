@@ -1,0 +1,59 @@
+"""Events that producers publish: clicks and listing changes."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from nrtrec.schemas.types import Id, Record, TimestampMs
+
+
+class Action(StrEnum):
+    VIEW = "view"
+    CLICK = "click"
+    ADD_TO_CART = "add_to_cart"
+    PURCHASE = "purchase"
+
+
+class ClickEvent(Record):
+    """Topic ``clicks``, key ``user_id``."""
+
+    event_id: Id
+    user_id: Id
+    item_id: Id
+    action: Action
+    ts: TimestampMs
+
+    def key(self) -> str:
+        return self.user_id
+
+
+class ListingOp(StrEnum):
+    UPSERT = "upsert"
+    DELETE = "delete"
+
+
+class ListingEvent(Record):
+    """Topic ``listings``, key ``item_id``. A delete needs only ids and ``ts``."""
+
+    event_id: Id
+    op: ListingOp
+    item_id: Id
+    ts: TimestampMs
+    title: str | None = Field(default=None, min_length=1, max_length=1000)
+    category: str | None = Field(default=None, max_length=200)
+    aspects: dict[str, Any] = Field(default_factory=dict)
+    price: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    location: str | None = Field(default=None, max_length=200)
+
+    @model_validator(mode="after")
+    def _upsert_has_title(self) -> ListingEvent:
+        # The item tower encodes the title; without one an upsert cannot produce a vector.
+        if self.op is ListingOp.UPSERT and self.title is None:
+            raise ValueError("title is required when op is 'upsert'")
+        return self
+
+    def key(self) -> str:
+        return self.item_id

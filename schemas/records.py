@@ -1,0 +1,80 @@
+"""Records that nrtrec's own services produce: item deltas, dead letters, user vectors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from nrtrec.schemas.events import ListingOp
+from nrtrec.schemas.types import Id, ModelVersion, Record, TimestampMs, Vector
+
+
+class ItemDelta(Record):
+    """Topic ``item-deltas``, key ``item_id``: what a query node applies to its index."""
+
+    op: ListingOp
+    item_id: Id
+    model_version: ModelVersion
+    vector: Vector | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    source_ts: TimestampMs
+
+    @model_validator(mode="after")
+    def _upsert_has_vector(self) -> ItemDelta:
+        if self.op is ListingOp.UPSERT and self.vector is None:
+            raise ValueError("vector is required when op is 'upsert'")
+        return self
+
+    def key(self) -> str:
+        return self.item_id
+
+
+class DeadLetter(Record):
+    """Topic ``dead-letters``: an input that failed validation or processing, with the reason."""
+
+    source_topic: str
+    partition: int | None = None
+    offset: int | None = None
+    error: str = Field(min_length=1)
+    # The original value as text (UTF-8, or repr of the bytes when it was not UTF-8).
+    payload: str
+
+
+class UserVector(Record):
+    """One user's vector made by one encoder version."""
+
+    user_id: Id
+    model_version: ModelVersion
+    vector: Vector
+    # Event time of the newest click the vector reflects; lets a consumer measure freshness.
+    source_ts: TimestampMs
+    updated_ts: TimestampMs
+
+
+class UserVectors(Record):
+    """What the user-vector store holds per user: the last few versions, newest first."""
+
+    user_id: Id
+    versions: list[UserVector] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_user_one_entry_per_version(self) -> UserVectors:
+        if any(v.user_id != self.user_id for v in self.versions):
+            raise ValueError("every version must belong to user_id")
+        seen = [v.model_version for v in self.versions]
+        if len(set(seen)) != len(seen):
+            raise ValueError("model_version must appear at most once")
+        return self
+
+    def newest(self, version: int | None = None) -> UserVector | None:
+        for v in self.versions:
+            if version is None or v.model_version == version:
+                return v
+        return None
+
+    def with_version(self, vector: UserVector, keep: int) -> UserVectors:
+        """This record with ``vector`` replacing its version's entry, trimmed to ``keep``."""
+        others = [v for v in self.versions if v.model_version != vector.model_version]
+        ordered = sorted([vector, *others], key=lambda v: v.model_version, reverse=True)
+        return UserVectors(user_id=self.user_id, versions=ordered[:keep])

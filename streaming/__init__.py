@@ -1,0 +1,1 @@
+"""PyFlink jobs: user embeddings from clicks, item deltas from listings, bulk backfill."""
