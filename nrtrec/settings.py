@@ -23,6 +23,8 @@ class KafkaSettings(BaseModel):
     # Broker jars come from Maven Central; 4.x is KRaft-only, which is what we want.
     version: str = "4.3.1"
     scala_version: str = "2.13"
+    # Kafka's POM brings log4j-core but no SLF4J binding; match the log4j it was built with.
+    log4j_version: str = "2.25.4"
     heap: str = "1g"
     partitions: int = 4
 
@@ -38,6 +40,7 @@ class FlinkSettings(BaseModel):
     # The official Kafka connector is released per Flink minor; it must match apache-flink.
     kafka_connector_version: str = "5.0.0-2.2"
     taskmanager_slots: int = 2
+    jobmanager_memory: str = "1024m"
     process_memory: str = "1600m"
 
     @property
@@ -75,13 +78,44 @@ class CouchbaseSettings(BaseModel):
     # Where a real cluster is configured the local runner does not start gocaves.
     connstr: str | None = None
     host: str = LOOPBACK
-    # gocaves picks its own ports; this is the port of its control (mock) API.
+    # REST port of CouchbaseMock (the local stand-in); it picks its KV port itself.
     control_port: int = 11450
     bucket: str = "default"
     username: str = "Administrator"
     password: str = "password"
-    # The version the Python SDK's own test suite pins.
-    gocaves_version: str = "v0.0.1-78"
+    # CouchbaseMock from Maven Central; gocaves is refused by the Go module proxy here.
+    mock_version: str = "1.5.27"
+
+
+class QueryNodeSettings(BaseModel):
+    """One query node: where it listens, where it keeps snapshots, and how it searches."""
+
+    host: str = LOOPBACK
+    port: int = 8100
+    # None means <run_dir>/query-node.
+    data_dir: Path | None = None
+    snapshots_keep: int = Field(default=3, ge=1, description="snapshots kept per index version")
+    access_log: bool = False
+
+    # Defaults for a new index (PUT /v1/indexes/{name} may override the first three).
+    M: int = Field(default=16, ge=2, le=256, description="HNSW out-degree")
+    ef_construction: int = Field(default=200, ge=1)
+    max_elements: int = Field(default=10_000, ge=1, description="initial capacity; grows")
+    growth_factor: float = Field(default=2.0, gt=1.0, description="capacity multiplier when full")
+    insert_threads: int = Field(default=-1, description="hnswlib add_items threads; -1: all cores")
+
+    # Search. ef is the larger of ef_search and ef_per_k * k: on 20k random 32-d vectors
+    # (M=16) k=100 needs ef≈200 for recall 0.97, k=10 needs ef≈80 for 0.96.
+    ef_search: int = Field(default=128, ge=1)
+    ef_per_k: float = Field(default=3.0, ge=1.0)
+    max_ef: int = Field(default=4096, ge=1, description="cap on any search's ef")
+    max_k: int = Field(default=1000, ge=1)
+    max_batch: int = Field(default=10_000, ge=1, description="items per upsert or delete call")
+    # A filtered graph search walks about ef / (matching fraction) nodes and calls back into
+    # Python for each, so a tight filter is answered by exact search over the matching items.
+    exact_search_max_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
+    exact_search_max_count: int = Field(default=5_000, ge=0)
+    max_graph_steps: int = Field(default=20_000, ge=1, description="graph-walk estimate cap")
 
 
 class Settings(BaseSettings):
@@ -102,3 +136,4 @@ class Settings(BaseSettings):
     triton: TritonSettings = TritonSettings()
     redis: RedisSettings = RedisSettings()
     couchbase: CouchbaseSettings = CouchbaseSettings()
+    query_node: QueryNodeSettings = QueryNodeSettings()

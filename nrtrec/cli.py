@@ -1,0 +1,111 @@
+"""The `nrtrec` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nrtrec.settings import Settings
+
+app = typer.Typer(
+    help="nrtrec: near-real-time recommendations. Settings come from NRTREC_* variables.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+schemas_app = typer.Typer(help="JSON Schema files generated from the topic records.")
+app.add_typer(schemas_app, name="schemas")
+
+
+def _runner():
+    from nrtrec.deploy import LocalRunner
+
+    return LocalRunner(Settings())
+
+
+def _fail(error: Exception) -> None:
+    typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def up() -> None:
+    """Start every service on 127.0.0.1 (installs on first use); a second `up` is a no-op."""
+    from nrtrec.deploy import DeployError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    runner = _runner()
+    try:
+        started = runner.up(on_progress=lambda m: typer.echo(f"nrtrec: {m}"))
+    except DeployError as e:
+        _fail(e)
+    typer.echo("nrtrec: up" if started else "nrtrec: already up, nothing to do")
+    _print_status(runner.status(), as_json=False)
+
+
+@app.command()
+def down() -> None:
+    """Stop everything `up` started; no process is left behind."""
+    stopped = _runner().down()
+    typer.echo(f"nrtrec: stopped {stopped} process(es)")
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON list")] = False,
+) -> None:
+    """Each service with its url, pid and health."""
+    _print_status(_runner().status(), as_json)
+
+
+def _print_status(statuses, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps([asdict(s) for s in statuses]))
+        return
+    for s in statuses:
+        health = "healthy" if s.healthy else ("unhealthy" if s.pid else "stopped")
+        typer.echo(f"{s.name:<12} {health:<10} pid={s.pid or '-':<8} {s.url}")
+
+
+@app.command("query-node")
+def query_node(
+    host: Annotated[str | None, typer.Option(help="default 127.0.0.1")] = None,
+    port: Annotated[int | None, typer.Option(help="default 8100")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="default <run_dir>/query-node")] = None,
+    token: Annotated[str | None, typer.Option(help="bearer token for writes; none: open")] = None,
+) -> None:
+    """Run one query node alone (no Kafka needed); its API is open without --token."""
+    import uvicorn
+
+    from nrtrec.query_node.http import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = Settings()
+    given = {"host": host, "port": port, "data_dir": data_dir}
+    node = settings.query_node.model_copy(update={k: v for k, v in given.items() if v is not None})
+    settings = settings.model_copy(update={"query_node": node, "token": token})
+    uvicorn.run(create_app(settings), host=node.host, port=node.port, access_log=node.access_log)
+
+
+@schemas_app.command("export")
+def schemas_export() -> None:
+    """Write schemas/json/*.schema.json from the models."""
+    from nrtrec.schemas import json_schema
+
+    for path in json_schema.write():
+        typer.echo(str(path))
+
+
+@schemas_app.command("check")
+def schemas_check() -> None:
+    """Fail when a JSON Schema file is missing or out of date."""
+    from nrtrec.schemas import json_schema
+
+    stale = json_schema.stale()
+    if stale:
+        _fail(ValueError(f"stale schema files: {', '.join(stale)}; run `nrtrec schemas export`"))
+    typer.echo("schemas are current")
