@@ -1,0 +1,59 @@
+"""Session fixtures that give tests real services.
+
+With a Docker engine answering, the services come from testcontainers; otherwise from the
+local runner (the same code as `nrtrec up`), each in its own run directory on free ports so a
+developer's own stack keeps running beside the tests. Either way a test sees `Endpoints`.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from nrtrec.settings import (
+    CouchbaseSettings,
+    FlinkSettings,
+    KafkaSettings,
+    RedisSettings,
+    Settings,
+    TritonSettings,
+)
+from tests.stack import Stack
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def test_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    run_dir = tmp_path_factory.mktemp("run")
+    model_repository = tmp_path_factory.mktemp("triton-models")
+    return Settings(
+        run_dir=run_dir,
+        token="test-token",
+        kafka=KafkaSettings(port=free_port(), controller_port=free_port()),
+        flink=FlinkSettings(rest_port=free_port(), rpc_port=free_port()),
+        triton=TritonSettings(
+            http_port=free_port(),
+            grpc_port=free_port(),
+            metrics_port=free_port(),
+            model_repository=model_repository,
+        ),
+        redis=RedisSettings(port=free_port()),
+        couchbase=CouchbaseSettings(control_port=free_port()),
+    )
+
+
+@pytest.fixture(scope="session")
+def stack(test_settings: Settings) -> Iterator[Stack]:
+    """Starts each service on first use and stops all of them at the end of the session."""
+    s = Stack(test_settings)
+    try:
+        yield s
+    finally:
+        s.close()

@@ -1,0 +1,90 @@
+"""`nrtrec up | status | down` as a user runs them: the whole stack, then nothing left."""
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+SERVICES = {"kafka", "flink", "triton", "redis", "couchbase"}
+
+
+def _nrtrec(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("nrtrec")
+    return subprocess.run(
+        [str(exe), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def cli_env(tmp_path):
+    env = {
+        **os.environ,
+        "NRTREC_RUN_DIR": str(tmp_path / "run"),
+        "NRTREC_TRITON__MODEL_REPOSITORY": str(tmp_path / "models"),
+    }
+    for var in (
+        "KAFKA__PORT",
+        "KAFKA__CONTROLLER_PORT",
+        "FLINK__REST_PORT",
+        "FLINK__RPC_PORT",
+        "TRITON__HTTP_PORT",
+        "TRITON__GRPC_PORT",
+        "TRITON__METRICS_PORT",
+        "REDIS__PORT",
+        "COUCHBASE__CONTROL_PORT",
+    ):
+        env[f"NRTREC_{var}"] = str(free_port())
+    (tmp_path / "models").mkdir()
+    yield env
+    _nrtrec(env, "down")
+
+
+def test_up_status_down(cli_env):
+    up = _nrtrec(cli_env, "up")
+    assert up.returncode == 0, up.stderr + up.stdout
+
+    status = _nrtrec(cli_env, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    rows = json.loads(status.stdout)
+    assert {r["name"] for r in rows} == SERVICES
+    assert all(r["healthy"] for r in rows), rows
+    assert all(r["pid"] and psutil.pid_exists(r["pid"]) for r in rows)
+    kafka = next(r for r in rows if r["name"] == "kafka")
+    assert kafka["url"] == f"127.0.0.1:{cli_env['NRTREC_KAFKA__PORT']}"
+    http = [r["url"] for r in rows if r["name"] in ("flink", "triton")]
+    assert all(u.startswith("http://127.0.0.1:") for u in http)
+
+    again = _nrtrec(cli_env, "up")
+    assert again.returncode == 0 and "already up" in again.stdout
+
+    pids = [r["pid"] for r in rows]
+    children = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            children += [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    down = _nrtrec(cli_env, "down")
+    assert down.returncode == 0, down.stderr
+    left = [
+        p
+        for p in pids + children
+        if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ]
+    assert left == [], f"processes left after down: {left}"
+    after = json.loads(_nrtrec(cli_env, "status", "--json").stdout)
+    assert not any(r["healthy"] or r["pid"] for r in after)
+
+
+def test_help_for_every_command(cli_env):
+    for args in ([], ["up"], ["down"], ["status"], ["schemas"]):
+        result = _nrtrec(cli_env, *args, "--help")
+        assert result.returncode == 0, (args, result.stderr)
+        assert "Usage" in result.stdout

@@ -1,0 +1,130 @@
+"""The local Flink cluster runs a real PyFlink job: Kafka (official KafkaSource) -> Python map ->
+Kafka (official KafkaSink), submitted with ``bin/flink run -d`` to the standalone cluster."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from nrtrec.deploy.errors import InstallFailed
+from nrtrec.deploy.services.flink import FlinkService, pyflink_version
+from nrtrec.settings import FlinkSettings, Settings
+
+pytestmark = pytest.mark.integration
+
+JOB = Path(__file__).with_name("flink_uppercase_job.py")
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
+    """Seconds until ``predicate`` held; fails the test after ``timeout_s``."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(0.5)
+    pytest.fail(f"{what}: not within {timeout_s:.0f}s")
+
+
+@pytest.fixture(scope="module")
+def flink(stack) -> FlinkService:
+    return stack.flink()
+
+
+def produce(bootstrap: str, topic: str, values: list[str]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for value in values:
+        producer.produce(topic, value=value.encode())
+    assert producer.flush(30) == 0
+
+
+def test_connector_must_match_the_installed_flink_minor(tmp_path: Path) -> None:
+    major, minor = pyflink_version().split(".")[:2]
+    other = f"5.0.0-{major}.{int(minor) - 1}"
+    service = FlinkService(
+        Settings(run_dir=tmp_path, flink=FlinkSettings(kafka_connector_version=other))
+    )
+    with pytest.raises(InstallFailed, match="not built for the installed apache-flink"):
+        service.install()
+
+
+def test_cluster_is_healthy_on_loopback(flink: FlinkService) -> None:
+    overview = flink.rest("GET", "/overview")
+    assert overview["taskmanagers"] >= 1
+    assert overview["slots-total"] == flink.settings.flink.taskmanager_slots
+    assert overview["flink-version"] == pyflink_version()
+    config = {e["key"]: e["value"] for e in flink.rest("GET", "/jobmanager/config")}
+    assert config["rest.bind-address"] == "127.0.0.1"
+    assert config["jobmanager.bind-host"] == "127.0.0.1"
+
+
+def test_pyflink_kafka_job_runs_on_the_local_cluster(stack, flink: FlinkService) -> None:
+    bootstrap = stack.kafka()
+    suffix = uuid.uuid4().hex[:8]
+    in_topic, out_topic = f"flink-it-in-{suffix}", f"flink-it-out-{suffix}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    created = admin.create_topics(
+        [NewTopic(t, num_partitions=1, replication_factor=1) for t in (in_topic, out_topic)]
+    )
+    for future in created.values():
+        future.result(timeout=30)
+
+    records = [f"item-{i:02d}:viewed" for i in range(20)]
+    # Half before the job starts (read from the earliest offset), half while it runs.
+    produce(bootstrap, in_topic, records[:10])
+
+    start = time.monotonic()
+    job_id = flink.submit_python_job(
+        JOB,
+        [
+            "--bootstrap", bootstrap,
+            "--in-topic", in_topic,
+            "--out-topic", out_topic,
+            "--group", f"flink-it-{suffix}",
+            "--jars", *map(str, flink.connector_jars()),
+        ],
+    )  # fmt: skip
+    submitted_s = time.monotonic() - start
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"flink-it-reader-{suffix}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        running_s = wait_for(lambda: flink.job_state(job_id) == "RUNNING", 120, "job RUNNING")
+        produce(bootstrap, in_topic, records[10:])
+
+        consumer.subscribe([out_topic])
+        received: list[str] = []
+
+        def all_received() -> bool:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                received.append(msg.value().decode())
+            return len(received) >= len(records)
+
+        output_s = wait_for(all_received, 120, f"{len(records)} records in {out_topic}")
+        # Nothing more arrives: no duplicates, no strays.
+        extra = consumer.poll(2.0)
+        assert extra is None or extra.error() is not None
+        assert received == [r.upper() for r in records]
+
+        assert flink.job_state(job_id) == "RUNNING"
+        assert flink.rest("GET", "/overview")["jobs-running"] >= 1
+        print(
+            f"\nflink job {job_id}: submitted in {submitted_s:.1f}s, RUNNING after "
+            f"{running_s:.1f}s more, all output {output_s:.1f}s after that"
+        )
+    finally:
+        consumer.close()
+        flink.cancel_job(job_id)
+        wait_for(lambda: flink.job_state(job_id) == "CANCELED", 60, "job CANCELED")
+        admin.delete_topics([in_topic, out_topic])

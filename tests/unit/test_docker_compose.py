@@ -1,0 +1,32 @@
+from pathlib import Path
+
+import yaml
+
+from nrtrec.deploy.services import SERVICE_TYPES
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_every_local_runner_service_has_a_compose_counterpart():
+    labelled = {
+        svc.get("labels", {}).get("nrtrec.local-runner") for svc in _compose()["services"].values()
+    }
+    missing = set(SERVICE_TYPES) - labelled
+    assert not missing, f"docker-compose.yml has no service labelled for {sorted(missing)}"
+
+
+def test_compose_services_are_well_formed():
+    services = _compose()["services"]
+    for name, svc in services.items():
+        assert "image" in svc or "build" in svc, f"{name} has neither image nor build"
+        for dep in svc.get("depends_on", []):
+            assert dep in services, f"{name} depends on unknown service {dep}"
+        for port in svc.get("ports", []):
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+        dockerfile = svc.get("build", {}).get("dockerfile")
+        if dockerfile:
+            assert (ROOT / dockerfile).is_file(), f"{name}: {dockerfile} does not exist"
