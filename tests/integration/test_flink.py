@@ -14,6 +14,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from nrtrec.deploy.errors import InstallFailed
 from nrtrec.deploy.services.flink import FlinkService, pyflink_version
+from nrtrec.deploy.supervisor import log_tail
 from nrtrec.settings import FlinkSettings, Settings
 
 pytestmark = pytest.mark.integration
@@ -21,14 +22,30 @@ pytestmark = pytest.mark.integration
 JOB = Path(__file__).with_name("flink_uppercase_job.py")
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
-    """Seconds until ``predicate`` held; fails the test after ``timeout_s``."""
+def wait_for(
+    predicate: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    diagnose: Callable[[], str] = lambda: "",
+) -> float:
+    """Seconds until ``predicate`` held; fails the test after ``timeout_s`` with ``diagnose()``."""
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
         if predicate():
             return time.monotonic() - start
         time.sleep(0.5)
-    pytest.fail(f"{what}: not within {timeout_s:.0f}s")
+    pytest.fail(f"{what}: not within {timeout_s:.0f}s\n{diagnose()}")
+
+
+def job_diagnosis(flink: FlinkService, job_id: str) -> str:
+    """What a failed run needs to be understood: the job's exceptions and the TaskManager log."""
+    try:
+        exceptions = flink.rest("GET", f"/jobs/{job_id}/exceptions")
+    except Exception as e:
+        exceptions = f"(no exceptions: {e})"
+    logs = sorted(flink.log_dir.glob("*taskexecutor*.log"))
+    tail = log_tail(logs[-1], 60) if logs else "(no taskmanager log)"
+    return f"job exceptions: {exceptions}\n--- taskmanager log ---\n{tail}"
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +128,13 @@ def test_pyflink_kafka_job_runs_on_the_local_cluster(stack, flink: FlinkService)
                 received.append(msg.value().decode())
             return len(received) >= len(records)
 
-        output_s = wait_for(all_received, 120, f"{len(records)} records in {out_topic}")
+        # Generous: the first Python operator start on a loaded 2-core machine is slow.
+        output_s = wait_for(
+            all_received,
+            240,
+            f"{len(records)} records in {out_topic}",
+            lambda: f"received: {received}\n{job_diagnosis(flink, job_id)}",
+        )
         # Nothing more arrives: no duplicates, no strays.
         extra = consumer.poll(2.0)
         assert extra is None or extra.error() is not None
