@@ -38,6 +38,8 @@ def up() -> None:
     from nrtrec.deploy import DeployError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Health probes poll every half second; their request lines are noise here.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     runner = _runner()
     try:
         started = runner.up(on_progress=lambda m: typer.echo(f"nrtrec: {m}"))
