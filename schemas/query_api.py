@@ -1,0 +1,135 @@
+"""HTTP bodies of the query-node API; the gateway and the recommender app speak the same shape.
+
+Paths (see DESIGN.md): ``GET /v1/indexes``, ``PUT|DELETE /v1/indexes/{name}``, ``POST
+/v1/indexes/{name}/upsert|delete|search|snapshot``. Every error is an ``ErrorBody``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field
+
+from nrtrec.schemas.types import Id, ModelVersion, Record, Vector
+
+INDEX_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
+IndexName = Annotated[str, Field(pattern=INDEX_NAME_PATTERN)]
+"""An index name is also a directory name in the snapshot store: no slashes, no leading dot."""
+
+Attributes = dict[str, Any]
+
+Filter = dict[str, Any]
+"""Attribute conditions, all of which must hold: ``{"category": "toys"}``, ``{"location": {"in":
+["US", "CA"]}}``, ``{"price": {"gte": 10, "lt": 50}}``; operators eq, ne, in, gt, gte, lt, lte."""
+
+
+class Metric(StrEnum):
+    L2 = "l2"
+    IP = "ip"
+    COSINE = "cosine"
+
+
+class CreateIndexRequest(Record):
+    """``PUT /v1/indexes/{name}``; absent HNSW parameters take the node's defaults."""
+
+    dim: int = Field(ge=1, le=4096)
+    metric: Metric
+    model_version: ModelVersion
+    M: int | None = Field(default=None, ge=2, le=256)
+    ef_construction: int | None = Field(default=None, ge=1, le=10_000)
+    max_elements: int | None = Field(default=None, ge=1, le=100_000_000)
+
+
+class IndexInfo(BaseModel):
+    """One entry of ``GET /v1/indexes``; also the answer to ``PUT``."""
+
+    name: str
+    model_version: int
+    dim: int
+    metric: Metric
+    count: int
+
+
+class UpsertItem(Record):
+    id: Id
+    vector: Vector
+    attributes: Attributes = Field(default_factory=dict)
+
+
+class UpsertRequest(Record):
+    """``POST /v1/indexes/{name}/upsert``; an existing id is replaced in place."""
+
+    items: list[UpsertItem] = Field(min_length=1)
+    # Absent: the newest version of the index.
+    model_version: ModelVersion | None = None
+
+
+class DeleteRequest(Record):
+    """``POST /v1/indexes/{name}/delete``; unknown ids are ignored (a delete is idempotent)."""
+
+    ids: list[Id] = Field(min_length=1)
+    model_version: ModelVersion | None = None
+
+
+class WriteResult(BaseModel):
+    """What an upsert or delete changed, and the index's size after it."""
+
+    model_version: int
+    applied: int
+    count: int
+
+
+class SearchRequest(Record):
+    """``POST /v1/indexes/{name}/search``; ``k`` is bounded by the node's settings (400)."""
+
+    vector: Vector
+    k: int = 10
+    ef: int | None = None
+    filter: Filter | None = None
+    # Absent: the newest live version of the index.
+    model_version: ModelVersion | None = None
+
+
+class SearchHit(BaseModel):
+    id: str
+    # l2: the Euclidean distance (smaller is nearer); ip and cosine: the similarity (larger is
+    # nearer), i.e. the dot product, of unit vectors for cosine.
+    score: float
+
+
+class SearchResponse(BaseModel):
+    items: list[SearchHit]
+    model_version: int
+
+
+class IndexKey(BaseModel):
+    name: str
+    model_version: int
+
+
+class DropResult(BaseModel):
+    """``DELETE /v1/indexes/{name}``: the versions removed, with their snapshots."""
+
+    dropped: list[IndexKey]
+
+
+class SnapshotInfo(BaseModel):
+    name: str
+    model_version: int
+    snapshot_id: str
+    count: int
+
+
+class SnapshotResult(BaseModel):
+    """``POST /v1/indexes/{name}/snapshot``."""
+
+    snapshots: list[SnapshotInfo]
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a short machine-readable code and a sentence for a person."""
+
+    error: str
+    detail: str

@@ -1,0 +1,63 @@
+"""`nrtrec query-node` starts a real server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, process: subprocess.Popen, deadline_s: float = 60.0) -> httpx.Response:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"query node exited with {process.returncode}")
+        try:
+            return httpx.get(url, timeout=2.0)
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer within {deadline_s} s")
+
+
+def test_query_node_command_serves_and_saves_on_stop(tmp_path: Path):
+    port = free_port()
+    data_dir = tmp_path / "data"
+    nrtrec = Path(sys.executable).with_name("nrtrec")
+    command = [str(nrtrec), "query-node", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--data-dir", str(data_dir), "--token", "s3cret"]
+    env = {**os.environ, "NRTREC_RUN_DIR": str(tmp_path / "run")}
+    log = open(tmp_path / "query-node.log", "wb")  # noqa: SIM115 - closed in finally
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        r = wait_healthy(f"{base}/healthz", process)
+        assert r.status_code == 200 and r.json()["status"] == "ok"
+        spec = {"dim": 2, "metric": "l2", "model_version": 1}
+        assert httpx.put(f"{base}/v1/indexes/items", json=spec).status_code == 401
+        auth = {"Authorization": "Bearer s3cret"}
+        r = httpx.put(f"{base}/v1/indexes/items", json=spec, headers=auth)
+        assert r.status_code == 201, r.text
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+    output = (tmp_path / "query-node.log").read_text()
+    assert process.returncode == 0, output
+    # The shutdown saved the index into --data-dir.
+    assert [p.name for p in (data_dir / "items" / "1").iterdir()], output

@@ -1,0 +1,293 @@
+"""The HTTP API of DESIGN.md, through FastAPI's TestClient (lifespan included)."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from nrtrec.query_node import IndexRegistry, IndexSpec, create_app
+from tests.query_node.helpers import node_settings
+
+TOKEN = {"Authorization": "Bearer test-token"}
+ITEMS = [
+    {"id": "car", "vector": [1, 0, 0], "attributes": {"category": "toys", "price": 12}},
+    {"id": "doll", "vector": [0.9, 0.1, 0], "attributes": {"category": "toys", "price": 40}},
+    {"id": "lamp", "vector": [0, 1, 0], "attributes": {"category": "home", "price": 30}},
+]
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return node_settings(tmp_path)
+
+
+@pytest.fixture
+def client(settings):
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+@pytest.fixture
+def items(client):
+    """An ``items`` index, version 1, cosine, with three items."""
+    spec = {"dim": 3, "metric": "cosine", "model_version": 1}
+    assert client.put("/v1/indexes/items", json=spec, headers=TOKEN).status_code == 201
+    r = client.post("/v1/indexes/items/upsert", json={"items": ITEMS}, headers=TOKEN)
+    assert r.status_code == 200, r.text
+    return client
+
+
+def error(response, status: int, code: str) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "detail"} and body["error"] == code, body
+    assert "Traceback" not in body["detail"]
+    return body["detail"]
+
+
+def test_healthz_and_metrics(items):
+    assert items.get("/healthz").json() == {"status": "ok", "indexes": 1}
+    items.post("/v1/indexes/items/search", json={"vector": [1, 0, 0], "k": 1})
+    text = items.get("/metrics").text
+    assert 'nrtrec_query_node_index_items{index="items",model_version="1"} 3.0' in text
+    assert (
+        'nrtrec_query_node_request_seconds_count{method="POST",'
+        'route="/v1/indexes/{name}/search",status="200"} 1.0'
+    ) in text
+    assert 'nrtrec_query_node_searches_total{index="items",strategy="exact"} 1.0' in text
+
+
+def test_create_list_and_recreate(items):
+    assert items.get("/v1/indexes").json() == [
+        {"name": "items", "model_version": 1, "dim": 3, "metric": "cosine", "count": 3}
+    ]
+    same = {"dim": 3, "metric": "cosine", "model_version": 1}
+    assert items.put("/v1/indexes/items", json=same, headers=TOKEN).status_code == 200
+    other = {"dim": 4, "metric": "cosine", "model_version": 1}
+    detail = error(items.put("/v1/indexes/items", json=other, headers=TOKEN), 409, "index_exists")
+    assert "dim 3 (asked 4)" in detail
+    v2 = {"dim": 4, "metric": "l2", "model_version": 2, "M": 8, "ef_construction": 50}
+    r = items.put("/v1/indexes/items", json=v2, headers=TOKEN)
+    assert r.status_code == 201 and r.json()["count"] == 0
+    assert [i["model_version"] for i in items.get("/v1/indexes").json()] == [1, 2]
+
+
+def test_search_defaults_to_the_newest_version(items):
+    r = items.post("/v1/indexes/items/search", json={"vector": [1, 0, 0], "k": 2})
+    assert r.json()["model_version"] == 1
+    assert [i["id"] for i in r.json()["items"]] == ["car", "doll"]
+    assert r.json()["items"][0]["score"] == pytest.approx(1.0, abs=1e-5)
+    v2 = {"dim": 2, "metric": "l2", "model_version": 2}
+    items.put("/v1/indexes/items", json=v2, headers=TOKEN)
+    items.post(
+        "/v1/indexes/items/upsert",
+        json={"items": [{"id": "x", "vector": [3, 4]}], "model_version": 2},
+        headers=TOKEN,
+    )
+    r = items.post("/v1/indexes/items/search", json={"vector": [0, 0], "k": 5})
+    assert r.json() == {"items": [{"id": "x", "score": 5.0}], "model_version": 2}
+    r = items.post(
+        "/v1/indexes/items/search", json={"vector": [0, 1, 0], "k": 1, "model_version": 1}
+    )
+    assert r.json() == {"items": [{"id": "lamp", "score": pytest.approx(1.0)}], "model_version": 1}
+
+
+def test_filtered_search(items):
+    def ids(f):
+        r = items.post("/v1/indexes/items/search", json={"vector": [1, 0, 0], "k": 3, "filter": f})
+        assert r.status_code == 200, r.text
+        return [i["id"] for i in r.json()["items"]]
+
+    assert ids({"category": "toys"}) == ["car", "doll"]
+    assert ids({"category": {"in": ["home"]}}) == ["lamp"]
+    assert ids({"price": {"gte": 20, "lt": 50}}) == ["doll", "lamp"]
+    assert ids({"category": "garden"}) == []
+    detail = error(
+        items.post(
+            "/v1/indexes/items/search",
+            json={"vector": [1, 0, 0], "filter": {"price": {"between": [1, 2]}}},
+        ),
+        422,
+        "invalid_filter",
+    )
+    assert "unknown operator 'between'" in detail
+
+
+def test_upsert_replaces_and_delete_removes(items):
+    moved = {"items": [{"id": "lamp", "vector": [0, 0, 2]}]}
+    r = items.post("/v1/indexes/items/upsert", json=moved, headers=TOKEN)
+    assert r.json() == {"model_version": 1, "applied": 1, "count": 3}
+    top = items.post("/v1/indexes/items/search", json={"vector": [0, 0.1, 1], "k": 1}).json()
+    assert top["items"][0]["id"] == "lamp"
+    r = items.post("/v1/indexes/items/delete", json={"ids": ["lamp", "ghost"]}, headers=TOKEN)
+    assert r.json() == {"model_version": 1, "applied": 1, "count": 2}
+    top = items.post("/v1/indexes/items/search", json={"vector": [1, 0, 0], "k": 5}).json()
+    assert [i["id"] for i in top["items"]] == ["car", "doll"]
+
+
+def test_snapshot_and_restart_keep_the_indexes(settings):
+    with TestClient(create_app(settings)) as client:
+        spec = {"dim": 3, "metric": "cosine", "model_version": 1}
+        client.put("/v1/indexes/items", json=spec, headers=TOKEN)
+        client.post("/v1/indexes/items/upsert", json={"items": ITEMS}, headers=TOKEN)
+        r = client.post("/v1/indexes/items/snapshot", headers=TOKEN)
+        assert r.status_code == 200
+        [snap] = r.json()["snapshots"]
+        assert (snap["name"], snap["model_version"], snap["count"]) == ("items", 1, 3)
+        client.post("/v1/indexes/items/delete", json={"ids": ["car"]}, headers=TOKEN)
+    # The lifespan saved the delete at shutdown; a new app loads the newest snapshot.
+    with TestClient(create_app(settings)) as again:
+        assert again.get("/v1/indexes").json()[0]["count"] == 2
+        r = again.post("/v1/indexes/items/search", json={"vector": [1, 0, 0], "k": 1})
+        assert r.json()["items"][0]["id"] == "doll"
+
+
+def test_drop_one_version_or_all(items):
+    items.put(
+        "/v1/indexes/items", json={"dim": 3, "metric": "l2", "model_version": 2}, headers=TOKEN
+    )
+    r = items.delete("/v1/indexes/items", params={"model_version": 1}, headers=TOKEN)
+    assert r.json() == {"dropped": [{"name": "items", "model_version": 1}]}
+    assert items.delete("/v1/indexes/items", headers=TOKEN).json()["dropped"] == [
+        {"name": "items", "model_version": 2}
+    ]
+    error(items.delete("/v1/indexes/items", headers=TOKEN), 404, "index_not_found")
+    assert items.get("/v1/indexes").json() == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("PUT", "/v1/indexes/items", {"dim": 3, "metric": "l2", "model_version": 9}),
+        ("DELETE", "/v1/indexes/items", None),
+        ("POST", "/v1/indexes/items/upsert", {"items": ITEMS}),
+        ("POST", "/v1/indexes/items/delete", {"ids": ["car"]}),
+        ("POST", "/v1/indexes/items/snapshot", None),
+    ],
+)
+def test_writes_need_the_token(items, method, path, body):
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic dGVzdA=="}):
+        r = items.request(method, path, json=body, headers=headers)
+        error(r, 401, "unauthorized")
+        assert r.headers["www-authenticate"] == "Bearer"
+    assert items.get("/v1/indexes").json()[0]["count"] == 3
+
+
+def test_without_a_token_configured_the_api_is_open(tmp_path):
+    with TestClient(create_app(node_settings(tmp_path, token=None))) as client:
+        spec = {"dim": 2, "metric": "ip", "model_version": 1}
+        assert client.put("/v1/indexes/open", json=spec).status_code == 201
+
+
+def test_a_shared_registry_is_served(settings):
+    registry = IndexRegistry(settings.query_node)
+    registry.create(IndexSpec("x", 1, 2, "l2"))
+    with TestClient(create_app(settings, registry)) as client:
+        assert client.get("/v1/indexes").json()[0]["name"] == "x"
+
+
+def search(client, body, raw: str | None = None):
+    if raw is not None:
+        headers = {"content-type": "application/json"}
+        return client.post("/v1/indexes/items/search", content=raw, headers=headers)
+    return client.post("/v1/indexes/items/search", json=body)
+
+
+@pytest.mark.parametrize(
+    ("body", "raw", "status", "code", "says"),
+    [
+        ({"vector": [1, 0], "k": 1}, None, 422, "invalid_vector", "dimension 3"),
+        (None, '{"vector": [NaN, 0, 0], "k": 1}', 422, "invalid_request", "vector.0"),
+        (None, '{"vector": [1, Infinity, 0]}', 422, "invalid_request", "finite number"),
+        (None, '{"vector": [1, 0, 0], ', 422, "invalid_request", "JSON"),
+        ({"vector": [1, 0, 0], "k": 0}, None, 400, "out_of_range", "k must be between 1"),
+        ({"vector": [1, 0, 0], "k": 1001}, None, 400, "out_of_range", "k must be between 1"),
+        ({"vector": [1, 0, 0], "ef": 10**6}, None, 400, "out_of_range", "ef must be"),
+        ({"vector": [0, 0, 0]}, None, 422, "invalid_vector", "cosine needs a direction"),
+        ({"vector": [1, 0, 0], "model_version": 7}, None, 404, "index_not_found", "version 7"),
+        ({"vector": [1, 0, 0], "colour": "red"}, None, 422, "invalid_request", "colour"),
+        ({"k": 3}, None, 422, "invalid_request", "vector: Field required"),
+    ],
+)
+def test_bad_searches_get_4xx_with_error_and_detail(items, body, raw, status, code, says):
+    assert says in error(search(items, body, raw), status, code)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code", "says"),
+    [
+        ("POST", "/v1/indexes/nope/search", {"vector": [1]}, 404, "index_not_found", "'nope'"),
+        ("POST", "/v1/indexes/nope/upsert", {"items": ITEMS}, 404, "index_not_found", "'nope'"),
+        ("POST", "/v1/indexes/nope/snapshot", None, 404, "index_not_found", "'nope'"),
+        (
+            "PUT",
+            "/v1/indexes/x",
+            {"dim": 3, "metric": "hamming", "model_version": 1},
+            422,
+            "invalid_request",
+            "metric",
+        ),
+        (
+            "PUT",
+            "/v1/indexes/x",
+            {"dim": 0, "metric": "l2", "model_version": 1},
+            422,
+            "invalid_request",
+            "dim",
+        ),
+        (
+            "PUT",
+            "/v1/indexes/.x",
+            {"dim": 3, "metric": "l2", "model_version": 1},
+            422,
+            "invalid_request",
+            "name",
+        ),
+        (
+            "POST",
+            "/v1/indexes/items/upsert",
+            {"items": [{"id": "a", "vector": [1, 2]}]},
+            422,
+            "invalid_vector",
+            "dimension 3",
+        ),
+        (
+            "POST",
+            "/v1/indexes/items/upsert",
+            {"items": [{"id": " a", "vector": [1, 2, 3]}]},
+            422,
+            "invalid_request",
+            "items.0.id",
+        ),
+        ("POST", "/v1/indexes/items/upsert", {"items": []}, 422, "invalid_request", "items"),
+        ("POST", "/v1/indexes/items/delete", {"ids": "car"}, 422, "invalid_request", "ids"),
+        ("GET", "/v1/nothing-here", None, 404, "not_found", "Not Found"),
+        ("PATCH", "/v1/indexes/items", None, 405, "method_not_allowed", "Method Not Allowed"),
+    ],
+)
+def test_bad_requests_get_4xx_with_error_and_detail(items, method, path, body, status, code, says):
+    r = items.request(method, path, json=body, headers=TOKEN)
+    assert says in error(r, status, code)
+
+
+def test_nan_in_an_upsert_changes_nothing(items):
+    raw = '{"items": [{"id": "car", "vector": [NaN, 1, 0]}]}'
+    r = items.post(
+        "/v1/indexes/items/upsert",
+        content=raw,
+        headers={**TOKEN, "content-type": "application/json"},
+    )
+    error(r, 422, "invalid_request")
+    top = items.post("/v1/indexes/items/search", json={"vector": [1, 0, 0], "k": 1}).json()
+    assert top["items"][0] == {"id": "car", "score": pytest.approx(1.0)}
+
+
+def test_batches_are_bounded(tmp_path):
+    settings = node_settings(tmp_path, token=None)
+    settings = settings.model_copy(
+        update={"query_node": settings.query_node.model_copy(update={"max_batch": 2})}
+    )
+    with TestClient(create_app(settings)) as client:
+        client.put("/v1/indexes/items", json={"dim": 3, "metric": "l2", "model_version": 1})
+        r = client.post("/v1/indexes/items/upsert", json={"items": ITEMS})
+        assert "at most 2 items" in error(r, 400, "out_of_range")
