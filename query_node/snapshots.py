@@ -144,7 +144,7 @@ class SnapshotStore:
         for snapshot_id in self._ids(home):
             path = home / snapshot_id
             try:
-                return self._load(path)
+                return self.load_path(path)
             except (OSError, ValueError, KeyError, TypeError, RuntimeError, QueryNodeError) as e:
                 log.warning("snapshot %s unreadable, trying an older one: %s", path, e)
                 problems.append(f"{snapshot_id}: {e}")
@@ -163,7 +163,8 @@ class SnapshotStore:
                 log.error("%s", e)
         return loaded
 
-    def _load(self, path: Path) -> tuple[VectorIndex, Snapshot]:
+    def load_path(self, path: Path) -> tuple[VectorIndex, Snapshot]:
+        """One snapshot folder, wherever it was written (a bulk backfill's, say)."""
         meta = _read_json(path / META)
         if meta.get("format") != FORMAT:
             raise SnapshotError(f"{path}: snapshot format {meta.get('format')!r}, want {FORMAT}")

@@ -1,5 +1,7 @@
 """The app factory: one ``QueryNode`` per app, restored from snapshots at start-up and saved
-at shutdown by the lifespan, handed to handlers through ``request.state``."""
+at shutdown by the lifespan, handed to handlers through ``request.state``. With
+``query_node.consume_deltas`` the lifespan also runs the ``item-deltas`` consumer, and with
+``query_node.snapshot_interval_s`` periodic snapshots (``nrtrec.query_node.deltas``)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from typing import TypedDict
 
 from fastapi import FastAPI
 
-from nrtrec.query_node.http import errors, health, indexes
+from nrtrec.query_node.deltas import DeltaConsumer, Snapshotter
+from nrtrec.query_node.http import errors, health, indexes, loading
 from nrtrec.query_node.http.metrics import LatencyMiddleware, Metrics
 from nrtrec.query_node.node import QueryNode
 from nrtrec.query_node.registry import IndexRegistry
@@ -23,6 +26,8 @@ log = logging.getLogger(__name__)
 class State(TypedDict):
     node: QueryNode
     metrics: Metrics
+    snapshotter: Snapshotter
+    deltas: DeltaConsumer | None
 
 
 def create_app(settings: Settings | None = None, registry: IndexRegistry | None = None) -> FastAPI:
@@ -31,14 +36,28 @@ def create_app(settings: Settings | None = None, registry: IndexRegistry | None 
     settings = settings or Settings()
     node = QueryNode(settings, registry)
     metrics = Metrics(node.registry)
+    qn = settings.query_node
+    deltas = DeltaConsumer(node, metrics_registry=metrics.registry) if qn.consume_deltas else None
+    snapshotter = Snapshotter(node, qn.snapshot_interval_s, deltas)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         loaded = await asyncio.to_thread(node.restore)
         log.info("loaded %d index version(s) from %s", len(loaded), node.snapshots.data_dir)
+        if deltas is not None:
+            try:
+                # After restore: partitions resume from the restored snapshots' offsets.
+                await asyncio.to_thread(deltas.start)
+            except Exception:
+                log.exception("the item-deltas consumer did not start; serving without it")
+        snapshotter.start()
         try:
-            yield {"node": node, "metrics": metrics}
+            yield {"node": node, "metrics": metrics, "snapshotter": snapshotter, "deltas": deltas}
         finally:
+            await asyncio.to_thread(snapshotter.stop)
+            if deltas is not None:
+                await asyncio.to_thread(deltas.stop)
+            # Last, with nothing applying: the final snapshot's offsets match its indexes.
             await asyncio.to_thread(node.close)
 
     app = FastAPI(
@@ -50,4 +69,5 @@ def create_app(settings: Settings | None = None, registry: IndexRegistry | None 
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     app.include_router(health.router)
     app.include_router(indexes.router)
+    app.include_router(loading.router)
     return app

@@ -1,0 +1,138 @@
+"""``POST /v1/indexes/{name}/load``: serve a snapshot built elsewhere (the bulk backfill).
+
+The snapshot is read beside the live index, then swapped in: searches never stop, those in
+flight finish on the old index. It is saved into this node's data dir, so a restart serves it,
+and with the ``item-deltas`` consumer running its offsets become where the consumer replays
+from, so the deltas that came after the snapshot apply to it too.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, model_validator
+
+from nrtrec.query_node.deltas import Snapshotter
+from nrtrec.query_node.errors import QueryNodeError
+from nrtrec.query_node.http.deps import TOKEN_REQUIRED, IndexNameParam, Node
+from nrtrec.query_node.http.errors import error_response
+from nrtrec.query_node.index import VectorIndex
+from nrtrec.query_node.node import QueryNode
+from nrtrec.query_node.snapshots import Snapshot, SnapshotStore
+from nrtrec.schemas.types import ModelVersion, Record
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/indexes", tags=["indexes"])
+
+
+class LoadRequest(Record):
+    """Exactly one of ``path`` and ``snapshot_dir`` (paths on the node's machine)."""
+
+    path: str | None = Field(
+        default=None, description="one snapshot folder: <data_dir>/<name>/<version>/<id>"
+    )
+    snapshot_dir: str | None = Field(
+        default=None,
+        description="a snapshot store's data dir: the newest snapshot of the index there",
+    )
+    # With snapshot_dir, absent: every version of the index found there.
+    model_version: ModelVersion | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LoadRequest:
+        if (self.path is None) == (self.snapshot_dir is None):
+            raise ValueError("give exactly one of path and snapshot_dir")
+        return self
+
+
+class LoadedIndex(BaseModel):
+    name: str
+    model_version: int
+    count: int
+    # The snapshot read, and the copy saved in this node's data dir.
+    source: str
+    snapshot_id: str
+    # What the served index reflects; the consumer replays from here.
+    offsets: dict[str, int]
+
+
+class LoadResult(BaseModel):
+    loaded: list[LoadedIndex]
+
+
+async def _snapshotter(request: Request) -> Snapshotter:
+    return request.state.snapshotter
+
+
+NodeSnapshotter = Annotated[Snapshotter, Depends(_snapshotter)]
+
+
+@router.post(
+    "/{name}/load",
+    dependencies=TOKEN_REQUIRED,
+    response_model=LoadResult,
+    responses={404: {"description": "no snapshot there"}, 422: {"description": "unreadable"}},
+)
+def load(
+    name: IndexNameParam, body: LoadRequest, node: Node, snapshotter: NodeSnapshotter
+) -> LoadResult | JSONResponse:
+    try:
+        found = _read(node, name, body)
+    except FileNotFoundError as e:
+        return error_response(404, "not_found", str(e))
+    except (QueryNodeError, OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        return error_response(422, "invalid_snapshot", f"{type(e).__name__}: {e}")
+    loaded = []
+    for index, snapshot in found:
+        saved = snapshotter.load(index, snapshot.offsets)
+        log.info(
+            "swapped in %s v%d (%d items) from %s",
+            index.name,
+            index.model_version,
+            index.count,
+            snapshot.path,
+        )
+        loaded.append(
+            LoadedIndex(
+                name=index.name,
+                model_version=index.model_version,
+                count=saved.count,
+                source=str(snapshot.path),
+                snapshot_id=saved.snapshot_id,
+                offsets=saved.offsets,
+            )
+        )
+    return LoadResult(loaded=loaded)
+
+
+def _read(node: QueryNode, name: str, body: LoadRequest) -> list[tuple[VectorIndex, Snapshot]]:
+    settings = node.settings.query_node
+    if body.path is not None:
+        path = Path(body.path)
+        if not (path / "meta.json").is_file():
+            raise FileNotFoundError(f"no snapshot at {path} (no meta.json)")
+        # The folder itself, not the newest of its index: the caller chose this one.
+        found = [SnapshotStore(path.parent, settings).load_path(path)]
+    else:
+        store = SnapshotStore(Path(body.snapshot_dir or ""), settings)
+        stored = store.keys()  # (name, version) pairs
+        versions = [v for n, v in stored if n == name]
+        if body.model_version is not None:
+            versions = [v for v in versions if v == body.model_version]
+        if not versions:
+            which = "" if body.model_version is None else f" version {body.model_version}"
+            raise FileNotFoundError(f"no snapshot of {name!r}{which} in {body.snapshot_dir}")
+        found = [store.load(name, v) for v in versions]
+    for index, snapshot in found:
+        if index.name != name:
+            raise ValueError(f"{snapshot.path} is a snapshot of {index.name!r}, not {name!r}")
+        if body.model_version is not None and index.model_version != body.model_version:
+            raise ValueError(
+                f"{snapshot.path} is version {index.model_version}, not {body.model_version}"
+            )
+    return found
