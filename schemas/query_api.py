@@ -102,6 +102,10 @@ class SearchHit(BaseModel):
 class SearchResponse(BaseModel):
     items: list[SearchHit]
     model_version: int
+    # Set by the gateway (a node answers for itself, without them): ``partial`` is true when a
+    # shard could not answer, so the items come from the others; ``failed_shards`` names them.
+    partial: bool | None = None
+    failed_shards: list[int] | None = None
 
 
 class IndexKey(BaseModel):

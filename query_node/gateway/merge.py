@@ -1,0 +1,56 @@
+"""Pure merging of what shards answer: top-k hits by score, index listings by name and version."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from nrtrec.schemas.query_api import Metric
+
+
+def merge_hits(
+    answers: Iterable[Sequence[Mapping[str, Any]]], k: int, metric: Metric | str
+) -> list[dict[str, Any]]:
+    """The ``k`` nearest of the shards' hits (``{id, score}``), nearest first.
+
+    l2 scores are distances (ascending); ip and cosine scores are similarities (descending).
+    An id that two shards both return (an item mid-move between shards) counts once, at its
+    better score. Ties order by id, so the answer does not depend on which shard was faster.
+    """
+    smaller_is_nearer = Metric(metric) is Metric.L2
+    best: dict[str, float] = {}
+    for hits in answers:
+        for hit in hits:
+            item_id, score = hit["id"], float(hit["score"])
+            known = best.get(item_id)
+            if known is None or (score < known if smaller_is_nearer else score > known):
+                best[item_id] = score
+    if smaller_is_nearer:
+        top = heapq.nsmallest(k, best.items(), key=lambda kv: (kv[1], kv[0]))
+    else:
+        top = heapq.nsmallest(k, best.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [{"id": item_id, "score": score} for item_id, score in top]
+
+
+def merge_listings(listings: Iterable[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """``GET /v1/indexes`` over shards (one replica each): counts summed per name and version.
+
+    dim and metric come from the first shard that lists the version (they are equal on every
+    shard when the index was created through the gateway). Sorted by name, then version.
+    """
+    merged: dict[tuple[str, int], dict[str, Any]] = {}
+    for listing in listings:
+        for entry in listing:
+            key = (entry["name"], int(entry["model_version"]))
+            if key in merged:
+                merged[key]["count"] += int(entry["count"])
+            else:
+                merged[key] = {
+                    "name": entry["name"],
+                    "model_version": int(entry["model_version"]),
+                    "dim": int(entry["dim"]),
+                    "metric": entry["metric"],
+                    "count": int(entry["count"]),
+                }
+    return [merged[key] for key in sorted(merged)]
