@@ -79,18 +79,78 @@ def query_node(
     port: Annotated[int | None, typer.Option(help="default 8100")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="default <run_dir>/query-node")] = None,
     token: Annotated[str | None, typer.Option(help="bearer token for writes; none: open")] = None,
+    kafka: Annotated[
+        str | None, typer.Option(help="bootstrap servers: apply item-deltas from this Kafka")
+    ] = None,
+    partitions: Annotated[
+        str | None, typer.Option(help="item-deltas partitions this shard owns (0,1); default all")
+    ] = None,
+    group: Annotated[
+        str | None, typer.Option(help="consumer group; default one per partition set and replica")
+    ] = None,
 ) -> None:
-    """Run one query node alone (no Kafka needed); its API is open without --token."""
+    """Run one query node alone (no Kafka needed); its API is open without --token.
+
+    With --kafka it also applies item-deltas (of --partitions, or the whole topic)."""
     import uvicorn
 
     from nrtrec.query_node.http import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = Settings()
-    given = {"host": host, "port": port, "data_dir": data_dir}
+    given: dict[str, object] = {"host": host, "port": port, "data_dir": data_dir}
+    given["consumer_group"] = group
+    if kafka is not None:
+        given.update(consume_deltas=True, kafka_bootstrap=kafka)
+    if partitions is not None:
+        try:
+            given["partitions"] = sorted({int(p) for p in partitions.split(",") if p.strip()})
+        except ValueError:
+            _fail(ValueError(f"--partitions takes numbers separated by commas, got {partitions!r}"))
     node = settings.query_node.model_copy(update={k: v for k, v in given.items() if v is not None})
     settings = settings.model_copy(update={"query_node": node, "token": token})
     uvicorn.run(create_app(settings), host=node.host, port=node.port, access_log=node.access_log)
+
+
+@app.command("gateway")
+def gateway(
+    shard: Annotated[
+        list[str] | None,
+        typer.Option(help="one shard's replica URLs, comma-separated; repeat once per shard"),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="default 127.0.0.1")] = None,
+    port: Annotated[int | None, typer.Option(help="default 8090")] = None,
+    num_partitions: Annotated[
+        int | None, typer.Option(help="item-deltas' partition count; default kafka.partitions")
+    ] = None,
+    token: Annotated[str | None, typer.Option(help="bearer token for writes; none: open")] = None,
+    upstream_token: Annotated[
+        str | None, typer.Option(help="token sent to the query nodes; default --token")
+    ] = None,
+) -> None:
+    """Run the gateway: the query-node API over shards (`--shard URL[,URL...]` per shard)."""
+    import uvicorn
+
+    from nrtrec.query_node.gateway import create_gateway_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    settings = Settings()
+    given: dict[str, object] = {
+        "host": host,
+        "port": port,
+        "num_partitions": num_partitions,
+        "upstream_token": upstream_token,
+    }
+    if shard:
+        given["shards"] = [[u.strip() for u in s.split(",") if u.strip()] for s in shard]
+    gw = settings.gateway.model_copy(update={k: v for k, v in given.items() if v is not None})
+    settings = settings.model_copy(update={"gateway": gw, "token": token})
+    try:
+        api = create_gateway_app(settings)
+    except ValueError as e:
+        _fail(e)
+    uvicorn.run(api, host=gw.host, port=gw.port, access_log=gw.access_log)
 
 
 @schemas_app.command("export")

@@ -9,6 +9,7 @@ next to a developer's own.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -117,6 +118,56 @@ class QueryNodeSettings(BaseModel):
     exact_search_max_count: int = Field(default=5_000, ge=0)
     max_graph_steps: int = Field(default=20_000, ge=1, description="graph-walk estimate cap")
 
+    # The `item-deltas` consumer; off by default, so a node alone needs no Kafka. A shard owns
+    # `partitions` (assigned explicitly; None: the whole topic, shared with the group); a replica
+    # is one more node on the same partitions with another `replica` number, hence its own group.
+    consume_deltas: bool = False
+    kafka_bootstrap: str | None = Field(default=None, description="None: kafka.bootstrap_servers")
+    partitions: list[int] | None = None
+    replica: int = Field(default=0, ge=0)
+    consumer_group: str | None = Field(
+        default=None, description="None: nrtrec-query-node-p<partitions|all>-r<replica>"
+    )
+    index_name: str = Field(default="items", description="the index that item deltas go to")
+    # None: the contract topics (schemas.Topic); tests point a node at topics of their own.
+    deltas_topic: str | None = None
+    dead_letters_topic: str | None = None
+    # A partition no restored snapshot covers is replayed from its beginning: the committed
+    # offset describes state that died with the previous process. "committed" trusts it.
+    resume_without_snapshot: Literal["earliest", "committed"] = "earliest"
+    delta_batch: int = Field(default=500, ge=1, le=100_000, description="records per poll")
+    delta_poll_s: float = Field(default=0.05, gt=0, le=1.0, description="longest wait per poll")
+    snapshot_interval_s: float | None = Field(
+        default=None, gt=0, description="periodic snapshots; None: at shutdown and on request"
+    )
+
+
+class GatewaySettings(BaseModel):
+    """The gateway that fans searches out over query-node shards (``nrtrec gateway``).
+
+    Callers authenticate with ``Settings.token``; the gateway sends ``upstream_token`` (None:
+    ``Settings.token``) to the nodes.
+    """
+
+    host: str = LOOPBACK
+    port: int = 8090
+    # Per shard, the base URLs of its replicas: [["http://127.0.0.1:8100", ...], ...].
+    shards: list[list[str]] = Field(default_factory=list)
+    # Must equal item-deltas' partition count; None: kafka.partitions.
+    num_partitions: int | None = Field(default=None, ge=1)
+    # Per shard, the partitions it owns; None: round-robin (shard s owns s, s + n_shards, ...).
+    shard_partitions: list[list[int]] | None = None
+    upstream_token: str | None = None
+    request_timeout_s: float = Field(
+        default=2.0, gt=0, description="deadline of one call to a shard, failover included"
+    )
+    write_timeout_s: float = Field(
+        default=30.0, gt=0, description="deadline of a write or index change on every replica"
+    )
+    health_interval_s: float = Field(default=1.0, gt=0, description="between /healthz probes")
+    max_connections: int = Field(default=256, ge=1, description="open connections to all nodes")
+    access_log: bool = False
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -137,3 +188,4 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     couchbase: CouchbaseSettings = CouchbaseSettings()
     query_node: QueryNodeSettings = QueryNodeSettings()
+    gateway: GatewaySettings = GatewaySettings()
