@@ -58,3 +58,9 @@ class SnapshotError(QueryNodeError):
     """A snapshot that cannot be written or read back."""
 
     code = "snapshot_error"
+
+
+class IndexBusy(QueryNodeError):
+    """A search asked not to wait found the index being written; the caller retries waiting."""
+
+    code = "index_busy"

@@ -308,8 +308,11 @@ class VectorIndex:
         *,
         ef: int | None = None,
         filter: Mapping[str, Any] | Filter | None = None,
+        wait: bool = True,
     ) -> SearchResult:
         """The ``k`` nearest items, nearest first, among those that pass ``filter``.
+
+        Without ``wait``, raises ``IndexBusy`` rather than wait for a write in progress.
 
         A filter is applied inside the graph walk; when it keeps few items (settings:
         ``exact_search_max_fraction``, ``exact_search_max_count``) or the walk would be long
@@ -323,7 +326,7 @@ class VectorIndex:
             raise OutOfRange(f"ef must be between 1 and {s.max_ef}, got {ef!r}")
         conditions = parse_filter(filter)
         ef = min(s.max_ef, max(k, ef or max(s.ef_search, math.ceil(s.ef_per_k * k))))
-        with self._lock.read(ef):
+        with self._lock.read(ef, wait=wait):
             if not self._row_of:
                 return SearchResult([], Strategy.EMPTY, 0)
             mask = None

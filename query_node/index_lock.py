@@ -17,6 +17,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from nrtrec.query_node.errors import IndexBusy
+
 
 class IndexLock:
     def __init__(self, set_ef: Callable[[int], None]):
@@ -30,9 +32,12 @@ class IndexLock:
         self._ef_waiting: Counter[int] = Counter()
 
     @contextmanager
-    def read(self, ef: int | None = None) -> Iterator[None]:
-        """Share the index with other readers; ``ef`` None means any ``ef`` will do."""
+    def read(self, ef: int | None = None, *, wait: bool = True) -> Iterator[None]:
+        """Share the index with other readers; ``ef`` None means any ``ef`` will do. Without
+        ``wait``, raises ``IndexBusy`` instead of waiting for a writer or another ``ef``."""
         with self._changed:
+            if not wait and not self._may_read(ef):
+                raise IndexBusy("the index is being written")
             if ef is not None:
                 self._ef_waiting[ef] += 1
             try:

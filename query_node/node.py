@@ -128,10 +128,11 @@ class QueryNode:
         ef: int | None = None,
         filter: Mapping[str, Any] | Filter | None = None,
         model_version: int | None = None,
+        wait: bool = True,
     ) -> tuple[VectorIndex, SearchResult]:
         """Search ``name`` at ``model_version``, or at its newest version when None."""
         index = self.registry.get(name, model_version)
-        return index, index.search(vector, k, ef=ef, filter=filter)
+        return index, index.search(vector, k, ef=ef, filter=filter, wait=wait)
 
     # ---- snapshots ------------------------------------------------------------------------
 

@@ -1,17 +1,22 @@
 """``/v1/indexes``: create, list, drop, upsert, delete, search, snapshot.
 
-Handlers are plain functions, so Starlette runs them in its thread pool: hnswlib releases the
-GIL while it searches, and a write waits on the index's own lock, not on the event loop.
+Handlers are plain functions, so Starlette runs them in its thread pool: a write waits on the
+index's own lock, not on the event loop. Search is the exception: it runs on the event loop
+when the index is free (a search is cheaper than the hop) and in the pool when it is not.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from pydantic_core import to_json
+from starlette.concurrency import run_in_threadpool
 
-from nrtrec.query_node.errors import OutOfRange
+from nrtrec.query_node.errors import IndexBusy, OutOfRange
 from nrtrec.query_node.http.deps import TOKEN_REQUIRED, IndexNameParam, Node, NodeMetrics
 from nrtrec.query_node.index import VectorIndex
 from nrtrec.query_node.node import QueryNode
@@ -106,9 +111,29 @@ def delete(name: IndexNameParam, body: DeleteRequest, node: Node) -> WriteResult
     return WriteResult(model_version=index.model_version, applied=applied, count=index.count)
 
 
-@router.post("/{name}/search", response_model=SearchResponse)
-def search(name: IndexNameParam, body: SearchRequest, node: Node, metrics: NodeMetrics) -> Response:
-    index, result = node.search(
+@router.post(
+    "/{name}/search",
+    response_model=SearchResponse,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": SearchRequest.model_json_schema()}},
+        }
+    },
+)
+async def search(
+    name: IndexNameParam, request: Request, node: Node, metrics: NodeMetrics
+) -> Response:
+    # The hot path parses its body in one pass (bytes to model, in pydantic's core) instead of
+    # FastAPI's json.loads-then-validate; errors keep the same {error, detail} answer.
+    try:
+        body = SearchRequest.model_validate_json(await request.body())
+    except ValidationError as e:
+        raise RequestValidationError(
+            [{**err, "loc": ("body", *err["loc"])} for err in e.errors(include_url=False)]
+        ) from None
+    run = partial(
+        node.search,
         name,
         body.vector,
         body.k,
@@ -116,6 +141,12 @@ def search(name: IndexNameParam, body: SearchRequest, node: Node, metrics: NodeM
         filter=body.filter,
         model_version=body.model_version,
     )
+    try:
+        # An index nobody writes is searched right here: the thread-pool hop costs more than
+        # most searches. One being written is waited for in a worker, never on the event loop.
+        index, result = run(wait=False)
+    except IndexBusy:
+        index, result = await run_in_threadpool(run)
     metrics.searches.labels(index.name, result.strategy.value).inc()
     # The hot path: serialised straight to JSON (SearchResponse's shape), skipping a model per
     # hit and FastAPI's re-validation of the answer, about a third of the HTTP overhead.

@@ -6,6 +6,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from nrtrec.query_node import IndexRegistry, IndexSpec, create_app
+from nrtrec.query_node.errors import IndexBusy
+from nrtrec.query_node.node import QueryNode
 from tests.query_node.helpers import node_settings
 
 TOKEN = {"Authorization": "Bearer test-token"}
@@ -291,3 +293,21 @@ def test_batches_are_bounded(tmp_path):
         client.put("/v1/indexes/items", json={"dim": 3, "metric": "l2", "model_version": 1})
         r = client.post("/v1/indexes/items/upsert", json={"items": ITEMS})
         assert "at most 2 items" in error(r, 400, "out_of_range")
+
+
+def test_a_search_during_a_write_waits_in_a_worker_and_answers(items, monkeypatch):
+    """The event-loop fast path must hand a busy index to the thread pool, not fail."""
+    calls = []
+    real = QueryNode.search
+
+    def busy_first(self, *args, wait=True, **kwargs):
+        calls.append(wait)
+        if not wait:
+            raise IndexBusy("the index is being written")
+        return real(self, *args, wait=wait, **kwargs)
+
+    monkeypatch.setattr(QueryNode, "search", busy_first)
+    r = items.post("/v1/indexes/items/search", json={"vector": [1, 0, 0], "k": 1})
+    assert r.status_code == 200, r.text
+    assert r.json()["items"][0]["id"] == "car"
+    assert calls == [False, True]

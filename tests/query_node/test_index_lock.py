@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
+from nrtrec.query_node.errors import IndexBusy
 from nrtrec.query_node.index_lock import IndexLock
 
 BLOCKED_S = 0.2
@@ -109,3 +112,16 @@ def test_frozen_keeps_writers_out_but_not_searches_with_another_ef():
     assert writer.inside.wait(DONE_S)
     writer.leave()
     assert applied == [10, 20]
+
+
+def test_a_reader_that_may_not_wait_is_refused_while_a_writer_holds_the_lock():
+    lock = IndexLock(lambda ef: None)
+    with lock.read(32, wait=False):
+        pass  # free: taken at once
+    writer = Probe(lock, "write")
+    assert writer.inside.wait(DONE_S)
+    with pytest.raises(IndexBusy), lock.read(32, wait=False):
+        pass
+    writer.leave()
+    with lock.read(32, wait=False):
+        pass
