@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from nrtrec import logs
 from nrtrec.settings import Settings
 
 app = typer.Typer(
@@ -96,8 +97,8 @@ def query_node(
 
     from nrtrec.query_node.http import create_app
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = Settings()
+    logs.configure(settings.log_format)
     given: dict[str, object] = {"host": host, "port": port, "data_dir": data_dir}
     given["consumer_group"] = group
     if kafka is not None:
@@ -133,9 +134,8 @@ def gateway(
 
     from nrtrec.query_node.gateway import create_gateway_app
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = Settings()
+    logs.configure(settings.log_format)
     given: dict[str, object] = {
         "host": host,
         "port": port,

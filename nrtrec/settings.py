@@ -181,6 +181,9 @@ class Settings(BaseSettings):
     )
     token: str | None = Field(default=None, description="bearer token for write/admin endpoints")
     startup_timeout_s: float = 180.0
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="logs of the long-running services: one JSON object a line"
+    )
 
     kafka: KafkaSettings = KafkaSettings()
     flink: FlinkSettings = FlinkSettings()
