@@ -25,3 +25,8 @@ test: setup lint
 lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+## Benchmarks: JSON and plots into bench/results/.
+bench: setup
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python -m bench.query_node --n 100000 --dim 64 --queries 1000 --out bench/results
