@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from nrtrec.deploy.errors import PortInUse, ServiceFailed
 from nrtrec.deploy.services import default_services
@@ -23,8 +26,22 @@ class ServiceStatus:
     healthy: bool
 
 
+def run_token(run_dir: Path) -> str:
+    """The bearer token of a local run: made once, kept in ``<run_dir>/token`` (mode 600), so
+    the write and admin endpoints of everything `up` starts are never open by accident."""
+    path = run_dir / "token"
+    if not path.exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(24))
+    return path.read_text().strip()
+
+
 class LocalRunner:
     def __init__(self, settings: Settings, services: Sequence[Service] | None = None):
+        if settings.token is None:
+            settings = settings.model_copy(update={"token": run_token(settings.run_dir)})
         self.settings = settings
         self.services = list(services) if services is not None else default_services(settings)
         self.supervisor = Supervisor(settings.run_dir)

@@ -47,6 +47,7 @@ def up() -> None:
     except DeployError as e:
         _fail(e)
     typer.echo("nrtrec: up" if started else "nrtrec: already up, nothing to do")
+    typer.echo(f"nrtrec: bearer token for writes in {runner.settings.run_dir / 'token'}")
     _print_status(runner.status(), as_json=False)
 
 
@@ -79,7 +80,13 @@ def query_node(
     host: Annotated[str | None, typer.Option(help="default 127.0.0.1")] = None,
     port: Annotated[int | None, typer.Option(help="default 8100")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="default <run_dir>/query-node")] = None,
-    token: Annotated[str | None, typer.Option(help="bearer token for writes; none: open")] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="NRTREC_QUERY_NODE_TOKEN",
+            help="bearer token for writes; none: open",
+        ),
+    ] = None,
     kafka: Annotated[
         str | None, typer.Option(help="bootstrap servers: apply item-deltas from this Kafka")
     ] = None,
@@ -124,7 +131,13 @@ def gateway(
     num_partitions: Annotated[
         int | None, typer.Option(help="item-deltas' partition count; default kafka.partitions")
     ] = None,
-    token: Annotated[str | None, typer.Option(help="bearer token for writes; none: open")] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="NRTREC_GATEWAY_TOKEN",
+            help="bearer token for writes; none: open",
+        ),
+    ] = None,
     upstream_token: Annotated[
         str | None, typer.Option(help="token sent to the query nodes; default --token")
     ] = None,

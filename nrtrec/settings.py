@@ -169,6 +169,13 @@ class GatewaySettings(BaseModel):
     access_log: bool = False
 
 
+class LocalRunnerSettings(BaseModel):
+    """What `nrtrec up` runs beyond the infrastructure."""
+
+    # Each shard is one query node owning its share of item-deltas' partitions.
+    query_node_shards: int = Field(default=2, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="NRTREC_", env_nested_delimiter="__", extra="ignore"
@@ -191,4 +198,5 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     couchbase: CouchbaseSettings = CouchbaseSettings()
     query_node: QueryNodeSettings = QueryNodeSettings()
+    local: LocalRunnerSettings = LocalRunnerSettings()
     gateway: GatewaySettings = GatewaySettings()

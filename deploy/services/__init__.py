@@ -6,6 +6,7 @@ from nrtrec.deploy.services.base import Process, Service
 from nrtrec.deploy.services.couchbase import CouchbaseService
 from nrtrec.deploy.services.flink import FlinkService
 from nrtrec.deploy.services.kafka import KafkaService
+from nrtrec.deploy.services.query_nodes import GatewayService, QueryNodeService
 from nrtrec.deploy.services.redis import RedisService
 from nrtrec.deploy.services.triton import TritonService
 from nrtrec.settings import Settings
@@ -16,8 +17,12 @@ SERVICE_TYPES: dict[str, type[Service]] = {
 
 
 def default_services(settings: Settings) -> list[Service]:
-    """Every infrastructure service, in start order."""
-    return [cls(settings) for cls in SERVICE_TYPES.values()]
+    """Everything `nrtrec up` starts, in start order: infrastructure, then query nodes (one
+    per shard) and the gateway in front of them."""
+    infrastructure = [cls(settings) for cls in SERVICE_TYPES.values()]
+    shards = range(settings.local.query_node_shards)
+    nodes = [QueryNodeService(settings, shard) for shard in shards]
+    return [*infrastructure, *nodes, GatewayService(settings)]
 
 
 __all__ = ["SERVICE_TYPES", "Process", "Service", "default_services"]

@@ -7,14 +7,33 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
 from tests.conftest import free_port
 
+
+def free_port_pair() -> int:
+    """A free port whose successor is free too."""
+    import socket
+
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no two adjacent free ports")
+
+
 pytestmark = pytest.mark.integration
 
-SERVICES = {"kafka", "flink", "triton", "redis", "couchbase"}
+SERVICES = {
+    "kafka", "flink", "triton", "redis", "couchbase", "query-node-0", "query-node-1", "gateway"
+}  # fmt: skip
 
 
 def _nrtrec(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -41,8 +60,11 @@ def cli_env(tmp_path):
         "TRITON__METRICS_PORT",
         "REDIS__PORT",
         "COUCHBASE__CONTROL_PORT",
+        "GATEWAY__PORT",
     ):
         env[f"NRTREC_{var}"] = str(free_port())
+    # Query node n listens on this port + n.
+    env["NRTREC_QUERY_NODE__PORT"] = str(free_port_pair())
     (tmp_path / "models").mkdir()
     yield env
     _nrtrec(env, "down")
@@ -60,8 +82,18 @@ def test_up_status_down(cli_env):
     assert all(r["pid"] and psutil.pid_exists(r["pid"]) for r in rows)
     kafka = next(r for r in rows if r["name"] == "kafka")
     assert kafka["url"] == f"127.0.0.1:{cli_env['NRTREC_KAFKA__PORT']}"
-    http = [r["url"] for r in rows if r["name"] in ("flink", "triton")]
+    http = [r["url"] for r in rows if r["name"] in ("flink", "triton", "gateway", "query-node-0")]
     assert all(u.startswith("http://127.0.0.1:") for u in http)
+
+    # The local runner configures a token: writes are closed, reads are open.
+    token = (Path(cli_env["NRTREC_RUN_DIR"]) / "token").read_text().strip()
+    gateway = next(r["url"] for r in rows if r["name"] == "gateway")
+    spec = {"dim": 3, "metric": "cosine", "model_version": 1}
+    assert httpx.put(f"{gateway}/v1/indexes/items", json=spec).status_code == 401
+    auth = {"Authorization": f"Bearer {token}"}
+    created = httpx.put(f"{gateway}/v1/indexes/items", json=spec, headers=auth)
+    assert created.status_code == 201, created.text
+    assert httpx.get(f"{gateway}/v1/indexes").json()[0]["name"] == "items"
 
     again = _nrtrec(cli_env, "up")
     assert again.returncode == 0 and "already up" in again.stdout

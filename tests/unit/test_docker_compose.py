@@ -2,7 +2,8 @@ from pathlib import Path
 
 import yaml
 
-from nrtrec.deploy.services import SERVICE_TYPES
+from nrtrec.deploy.services import default_services
+from nrtrec.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,7 +16,7 @@ def test_every_local_runner_service_has_a_compose_counterpart():
     labelled = {
         svc.get("labels", {}).get("nrtrec.local-runner") for svc in _compose()["services"].values()
     }
-    missing = set(SERVICE_TYPES) - labelled
+    missing = {s.name for s in default_services(Settings())} - labelled
     assert not missing, f"docker-compose.yml has no service labelled for {sorted(missing)}"
 
 
