@@ -1,4 +1,5 @@
-"""Query-node benchmark: build throughput, recall, latency in-process and over HTTP, filters.
+"""Query-node benchmark: build throughput, recall, latency in-process and over HTTP, filters,
+and delta freshness (produce to Kafka -> searchable on a node that follows item-deltas).
 
     python -m bench.query_node --n 100000 --dim 64 --queries 1000 --out bench/results
 
@@ -10,6 +11,9 @@ One run, one seeded data set, three indexes built from it with the same M and ef
 - ``http``: a real ``nrtrec query-node`` subprocess on a free loopback port; this process is the
   load generator, with one keep-alive ``httpx.Client`` (sequential requests, one connection).
 
+The freshness section (``--no-freshness`` skips it) starts its own Kafka broker (the local runner,
+in a temporary directory) and a second query node that follows ``item-deltas``.
+
 The run is a list of sections (``SECTIONS``); each returns a JSON-able dict stored under its name
 in the results, and may add panels to the plot (``PANELS``). bench/README.md explains every figure.
 """
@@ -18,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import heapq
 import importlib.metadata
+import itertools
 import json
 import math
 import os
@@ -29,6 +35,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -41,6 +48,7 @@ import hnswlib
 import httpx
 import numpy as np
 import typer
+from confluent_kafka import KafkaError, Message, Producer
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.progress import (
@@ -55,7 +63,9 @@ from rich.progress import (
 from rich.table import Table
 
 from nrtrec.query_node import IndexSpec, VectorIndex
-from nrtrec.settings import QueryNodeSettings, Settings
+from nrtrec.schemas import ItemDelta, ListingOp, Topic, encode
+from nrtrec.schemas.partitioning import PRODUCER_CONFIG
+from nrtrec.settings import KafkaSettings, QueryNodeSettings, Settings
 
 INDEX = "bench"
 MODEL_VERSION = 1
@@ -77,6 +87,16 @@ LABELS = {
     "http": "query node\nHTTP search",
     "healthz": "query node\nHTTP /healthz",
 }
+# DESIGN: an item delta is searchable on the query node within 1 s of its produce, at p95.
+FRESHNESS_TARGET_MS = 1000.0
+# An item still not found this long after its produce counts as not found.
+FRESHNESS_DEADLINE_S = 10.0
+# Each pending item is searched again this long after its previous search started.
+FRESHNESS_POLL_SPACING_S = 0.002
+# Threads searching pending items (one keep-alive connection each): the most searches in flight.
+FRESHNESS_POLLERS = 2
+# The producer's batching delay (librdkafka's default, stated so the JSON records it).
+FRESHNESS_LINGER_MS = 5
 
 console = Console(stderr=True)
 
@@ -100,6 +120,10 @@ class Params:
     ks: tuple[int, ...] = KS
     selectivities: tuple[float, ...] = SELECTIVITIES
     metric: str = "cosine"
+    freshness: bool = True
+    freshness_rate: float = 50.0
+    freshness_seconds: float = 20.0
+    freshness_preload: int = 10_000
 
 
 @dataclass
@@ -255,10 +279,17 @@ def nrtrec_command() -> list[str]:
 class NodeProcess:
     """``nrtrec query-node`` on a free loopback port, and one keep-alive client to it."""
 
-    def __init__(self, workdir: Path):
+    def __init__(
+        self,
+        workdir: Path,
+        name: str = "query-node",
+        extra_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / "query-node.log"
+        self.log_path = workdir / f"{name}.log"
+        data_dir = workdir / "data" if name == "query-node" else workdir / f"{name}-data"
         self.command = [
             *nrtrec_command(),
             "query-node",
@@ -267,10 +298,13 @@ class NodeProcess:
             "--port",
             str(self.port),
             "--data-dir",
-            str(workdir / "data"),
+            str(data_dir),
+            *extra_args,
         ]
         self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            self.command, stdout=self._log, stderr=subprocess.STDOUT, env=env
+        )
         # One connection, reused: the keep-alive case of the DESIGN target. No proxies from env.
         self.client = httpx.Client(
             base_url=self.url,
@@ -565,11 +599,473 @@ def section_filtered(bench: Bench) -> dict[str, Any]:
     return out
 
 
+# ---- section: delta freshness -------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    """An item produced to item-deltas and not yet found by a search."""
+
+    item_id: str
+    body: bytes  # its search request, encoded once: its own vector, k=1
+    produced_ns: int  # perf_counter_ns() just before producer.produce()
+    last_start_ns: int | None = None  # when its previous (unsuccessful) search started
+    polls: int = 0
+
+
+@dataclass(frozen=True)
+class _Found:
+    item_id: str
+    freshness_ns: int  # produce -> the end of the first search that returned the item
+    lower_ns: int  # produce -> the start of the search before it (or 0): the item came after
+    polls: int
+
+
+class FreshnessPoller:
+    """Searches every pending item for its own vector (k=1) until the node answers with its id.
+
+    ``threads`` threads, each with its own keep-alive connection, take the item whose next search
+    is due soonest; an item's next search is due ``spacing_s`` after its previous one started,
+    and no item is searched by two threads at once. At most ``threads`` searches are in flight:
+    when the node is slower than the schedule, the spacing stretches (the JSON reports it) rather
+    than the load growing. An item not found within ``deadline_s`` of its produce is given up.
+    """
+
+    def __init__(self, url: str, path: str, spacing_s: float, deadline_s: float, threads: int):
+        self.url, self.path = url, path
+        self.spacing_ns = round(spacing_s * 1e9)
+        self.deadline_ns = round(deadline_s * 1e9)
+        self._heap: list[tuple[int, int, _Pending]] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._stopping = False
+        self.found: list[_Found] = []
+        self.missed: list[_Pending] = []
+        self.search_ns: list[int] = []
+        self.errors: Counter[str] = Counter()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"freshness-{i}", daemon=True)
+            for i in range(threads)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(30)
+
+    def add(self, item: _Pending) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (item.produced_ns, next(self._seq), item))
+            self._cond.notify()
+
+    def reset(self) -> None:
+        """Forget what was found so far (after the warm-up)."""
+        with self._cond:
+            self.found, self.missed, self.search_ns = [], [], []
+            self.errors.clear()
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._heap) + self._in_flight
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Whether every item added was found or given up within ``timeout``."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: not self._heap and not self._in_flight, timeout=timeout
+            )
+
+    def _next(self) -> _Pending | None:
+        with self._cond:
+            while not self._stopping:
+                if self._heap:
+                    wait_ns = self._heap[0][0] - time.perf_counter_ns()
+                    if wait_ns <= 0:
+                        self._in_flight += 1
+                        return heapq.heappop(self._heap)[2]
+                    self._cond.wait(wait_ns / 1e9)
+                else:
+                    self._cond.wait()
+            return None
+
+    def _run(self) -> None:
+        client = httpx.Client(
+            base_url=self.url,
+            timeout=5.0,
+            trust_env=False,
+            headers={"content-type": "application/json"},
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+        )
+        with client:
+            while (item := self._next()) is not None:
+                start = time.perf_counter_ns()
+                error = None
+                try:
+                    r = client.post(self.path, content=item.body)
+                    r.raise_for_status()
+                    items = r.json()["items"]
+                    hit = bool(items) and items[0]["id"] == item.item_id
+                except (httpx.HTTPError, ValueError, KeyError) as e:
+                    hit, error = False, type(e).__name__
+                end = time.perf_counter_ns()
+                with self._cond:
+                    self._in_flight -= 1
+                    self.search_ns.append(end - start)
+                    if error is not None:
+                        self.errors[error] += 1
+                    item.polls += 1
+                    if hit:
+                        lower = 0 if item.last_start_ns is None else item.last_start_ns
+                        self.found.append(
+                            _Found(
+                                item.item_id,
+                                end - item.produced_ns,
+                                max(0, lower - item.produced_ns),
+                                item.polls,
+                            )
+                        )
+                    elif end - item.produced_ns >= self.deadline_ns:
+                        self.missed.append(item)
+                    else:
+                        item.last_start_ns = start
+                        due = max(start + self.spacing_ns, end)
+                        heapq.heappush(self._heap, (due, next(self._seq), item))
+                    self._cond.notify_all()
+
+
+class DeltaSource:
+    """Upserts of new items (random unit vectors) to item-deltas, each handed to the poller
+    right after its produce."""
+
+    def __init__(self, bootstrap: str, p: Params, poller: FreshnessPoller):
+        self.config: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            **PRODUCER_CONFIG,
+            "linger.ms": FRESHNESS_LINGER_MS,
+        }
+        self.producer = Producer(self.config)
+        self.topic = Topic.ITEM_DELTAS.value
+        self.poller = poller
+        self.dim = p.dim
+        self.rng = np.random.default_rng(p.seed + 1)
+        self.produced = 0
+        self.errors: list[KafkaError] = []
+
+    def _delivered(self, error: KafkaError | None, _: Message) -> None:
+        if error is not None:
+            self.errors.append(error)
+
+    def run(self, prefix: str, count: int, rate: float, on_produce: Callable[[], None]) -> float:
+        """Produce ``count`` upserts at ``rate`` per second; returns the seconds it took from
+        the first produce to the last."""
+        vectors = unit(self.rng.standard_normal((count, self.dim), dtype=np.float32))
+        buckets = self.rng.integers(0, BUCKETS, count).tolist()
+        start = time.perf_counter()
+        first = last = 0
+        for i in range(count):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            item_id = f"{prefix}-{i}"
+            vector = vectors[i].tolist()
+            value = encode(
+                ItemDelta(
+                    op=ListingOp.UPSERT,
+                    item_id=item_id,
+                    model_version=MODEL_VERSION,
+                    vector=vector,
+                    attributes={"bucket": buckets[i]},
+                    source_ts=int(time.time() * 1000),
+                )
+            )
+            body = json.dumps({"vector": vector, "k": 1}).encode()
+            produced = time.perf_counter_ns()
+            self.producer.produce(
+                self.topic, key=item_id.encode(), value=value, on_delivery=self._delivered
+            )
+            self.poller.add(_Pending(item_id, body, produced))
+            self.producer.poll(0)
+            self.produced += 1
+            first = first or produced
+            last = produced
+            on_produce()
+        return (last - first) / 1e9
+
+    def flush(self) -> None:
+        left = self.producer.flush(30)
+        if left or self.errors:
+            raise RuntimeError(
+                f"{left} delta(s) undelivered, {len(self.errors)} failed"
+                + (f": {self.errors[0]}" if self.errors else "")
+            )
+
+    def close(self) -> None:
+        """Before the broker stops: a producer still open then logs the lost connection."""
+        self.producer.flush(5)
+        close = getattr(self.producer, "close", None)  # newer confluent-kafka only
+        if close is not None:
+            close()
+        # Otherwise librdkafka's handle is destroyed with the last reference.
+        del self.producer
+
+
+def histogram(node: NodeProcess, name: str) -> dict[str, float]:
+    """One histogram of the node's /metrics: cumulative bucket counts by ``le``, sum, count."""
+    text = node.client.get("/metrics").raise_for_status().text
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                out[sample.labels["le"]] = sample.value
+            elif sample.name.endswith(("_sum", "_count")):
+                out[sample.name.rsplit("_", 1)[1]] = sample.value
+    return out
+
+
+def section_freshness(bench: Bench) -> dict[str, Any]:
+    """Produce -> searchable: upserts of new items to item-deltas at a steady rate, each item
+    searched for over HTTP until the node returns it. A failure here is recorded, not raised:
+    the other sections' results are still written."""
+    try:
+        return _freshness(bench)
+    except Exception as e:
+        console.print(f"[red]freshness section failed: {type(e).__name__}: {e}[/red]")
+        console.print_exception()
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def _freshness(bench: Bench) -> dict[str, Any]:
+    from nrtrec.deploy import LocalRunner
+    from nrtrec.deploy.services.kafka import KafkaService
+
+    p, data, progress = bench.params, bench.data, bench.progress
+    rate, count = p.freshness_rate, max(1, round(p.freshness_rate * p.freshness_seconds))
+    warmup = max(20, round(rate * 2))
+    preload = min(p.n, p.freshness_preload)
+    ef = node_ef(bench.settings, 1)
+    timings: dict[str, float] = {}
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="nrtrec-fresh-")))
+        task = progress.add_task("freshness: Kafka (local runner)", total=None)
+        t0 = time.perf_counter()
+        settings = Settings(
+            run_dir=tmp / "kafka",
+            kafka=KafkaSettings(port=free_port(), controller_port=free_port()),
+        )
+        runner = LocalRunner(settings, [KafkaService(settings)])
+        # Registered first: stopped whatever happens after, up() failing half-way included.
+        stack.callback(runner.down)
+        try:
+            runner.up(on_progress=lambda m: progress.update(task, description=f"freshness: {m}"))
+        except Exception:
+            for log in sorted((tmp / "kafka").rglob("*.log")):
+                console.print(f"[red]{log} (tail):[/red]\n{_tail(log)}")
+            raise
+        bootstrap = settings.kafka.bootstrap_servers
+        timings["kafka_start"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        progress.update(task, description="freshness: query node following item-deltas")
+        partitions = ",".join(str(i) for i in range(settings.kafka.partitions))
+        group = "nrtrec-bench-freshness"
+        node = NodeProcess(
+            tmp,
+            name="freshness-node",
+            extra_args=["--kafka", bootstrap, "--partitions", partitions, "--group", group],
+            env={
+                **os.environ,
+                "NRTREC_RUN_DIR": str(tmp / "node-run"),
+                "NRTREC_QUERY_NODE__INDEX_NAME": INDEX,
+                "NRTREC_QUERY_NODE__DELTAS_TOPIC": Topic.ITEM_DELTAS.value,
+                "NRTREC_QUERY_NODE__DEAD_LETTERS_TOPIC": Topic.DEAD_LETTERS.value,
+            },
+        )
+        stack.callback(node.close)
+        try:
+            node.wait_healthy()
+            # No growth while measured: room for the preload, the warm-up and the timed items.
+            max_elements = preload + warmup + count
+            node.client.put(
+                f"/v1/indexes/{INDEX}",
+                json={
+                    "dim": p.dim,
+                    "metric": p.metric,
+                    "model_version": MODEL_VERSION,
+                    "M": p.M,
+                    "ef_construction": p.ef_construction,
+                    "max_elements": max_elements,
+                },
+            ).raise_for_status()
+            timings["node_start"] = time.perf_counter() - t0
+
+            t0 = time.perf_counter()
+            progress.update(
+                task, description=f"freshness: preload {preload:,} items (HTTP upsert)", total=None
+            )
+            for lo in range(0, preload, p.batch):
+                hi = min(lo + p.batch, preload)
+                items = [
+                    {"id": str(i), "vector": v, "attributes": {"bucket": b}}
+                    for i, v, b in zip(
+                        range(lo, hi),
+                        data.vectors[lo:hi].tolist(),
+                        data.buckets[lo:hi].tolist(),
+                        strict=True,
+                    )
+                ]
+                node.client.post(
+                    f"/v1/indexes/{INDEX}/upsert", json={"items": items}
+                ).raise_for_status()
+            timings["preload"] = time.perf_counter() - t0
+
+            poller = FreshnessPoller(
+                node.url,
+                f"/v1/indexes/{INDEX}/search",
+                FRESHNESS_POLL_SPACING_S,
+                FRESHNESS_DEADLINE_S,
+                FRESHNESS_POLLERS,
+            )
+            poller.start()
+            stack.callback(poller.stop)
+            source = DeltaSource(bootstrap, p, poller)
+            stack.callback(source.close)
+
+            # Warm-up, untimed: connects the producer, and proves the path end to end (the
+            # consumer is assigned and applying) before anything is measured.
+            t0 = time.perf_counter()
+            progress.update(task, description=f"freshness: warm-up, {warmup} deltas", total=None)
+            source.run("warmup", warmup, rate, lambda: None)
+            source.flush()
+            if not poller.wait_idle(60) or len(poller.found) < warmup:
+                raise RuntimeError(
+                    f"warm-up: {len(poller.found)} of {warmup} deltas found, "
+                    f"{poller.pending} pending; node log:\n{node.tail()}"
+                )
+            timings["warmup"] = time.perf_counter() - t0
+            poller.reset()
+            before = histogram(node, "nrtrec_query_node_delta_delay_seconds")
+
+            t0 = time.perf_counter()
+            progress.update(
+                task,
+                description=f"freshness: {count} deltas at {rate:g}/s",
+                total=count,
+                completed=0,
+            )
+            with no_gc():
+                produce_s = source.run("fresh", count, rate, lambda: progress.advance(task))
+                source.flush()
+                progress.update(task, description="freshness: last items")
+                poller.wait_idle(FRESHNESS_DEADLINE_S + 30)
+            timings["measure"] = time.perf_counter() - t0
+            after = histogram(node, "nrtrec_query_node_delta_delay_seconds")
+            poller.stop()
+            # Dropping the index first spares the node saving a snapshot of it on shutdown.
+            node.client.delete(f"/v1/indexes/{INDEX}").raise_for_status()
+        except Exception:
+            console.print(f"[red]freshness query node log (tail):[/red]\n{node.tail()}")
+            raise
+
+    found, missed = poller.found, poller.missed
+    if len(found) + len(missed) != count:
+        raise RuntimeError(f"{count} produced, {len(found)} found, {len(missed)} given up")
+    ms = np.array([f.freshness_ns for f in found], np.float64) / 1e6
+    lower = np.array([f.lower_ns for f in found], np.float64) / 1e6
+    polls = np.array([f.polls for f in found], np.float64)
+    out: dict[str, Any] = {
+        "rate_per_s": rate,
+        "seconds": p.freshness_seconds,
+        "achieved_rate_per_s": (count - 1) / produce_s if produce_s > 0 else None,
+        "n": count,
+        "found": len(found),
+        "not_found": len(missed),
+        "deadline_s": FRESHNESS_DEADLINE_S,
+        "target_p95_ms": FRESHNESS_TARGET_MS,
+    }
+    if len(ms):
+        p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+        out.update(
+            p50_ms=float(p50),
+            p95_ms=float(p95),
+            p99_ms=float(p99),
+            max_ms=float(ms.max()),
+            min_ms=float(ms.min()),
+            mean_ms=float(ms.mean()),
+        )
+    out["met"] = bool(len(ms)) and not missed and out["p95_ms"] <= FRESHNESS_TARGET_MS
+    searches = np.asarray(poller.search_ns, np.float64) / 1e6
+    uncertainty = ms - lower
+    out["polling"] = {
+        "spacing_ms": FRESHNESS_POLL_SPACING_S * 1e3,
+        "threads": FRESHNESS_POLLERS,
+        "k": 1,
+        "ef": ef,
+        "searches": len(searches),
+        "searches_per_s": len(searches) / (timings["measure"] or 1),
+        "search_p50_ms": float(np.percentile(searches, 50)) if len(searches) else None,
+        "search_p95_ms": float(np.percentile(searches, 95)) if len(searches) else None,
+        "polls_per_item_p50": float(np.percentile(polls, 50)) if len(polls) else None,
+        # Per item: the end of the search that found it minus the start of the one before.
+        "uncertainty_p50_ms": float(np.percentile(uncertainty, 50)) if len(ms) else None,
+        "uncertainty_p95_ms": float(np.percentile(uncertainty, 95)) if len(ms) else None,
+        "errors": dict(poller.errors),
+    }
+    delta_count = after.get("count", 0) - before.get("count", 0)
+    out["node_apply_delay"] = {
+        "what": "the node's nrtrec_query_node_delta_delay_seconds over the timed deltas: "
+        "apply time minus source_ts (wall clock ms, set when the record was encoded)",
+        "count": delta_count,
+        "mean_ms": 1e3 * (after.get("sum", 0) - before.get("sum", 0)) / delta_count
+        if delta_count
+        else None,
+        "share_le_s": {
+            le: (after[le] - before.get(le, 0)) / delta_count
+            for le in after
+            if le not in ("sum", "count") and delta_count
+        },
+    }
+    out["preload"] = preload
+    out["warmup"] = warmup
+    out["max_elements"] = max_elements
+    out["producer_config"] = {k: v for k, v in source.config.items() if k != "bootstrap.servers"}
+    out["kafka"] = {"version": settings.kafka.version, "partitions": settings.kafka.partitions}
+    out["node_command"] = " ".join(node.command[1:])
+    out["timings_s"] = timings
+    out["method"] = (
+        f"{count} upserts of new items (random unit vectors) produced to item-deltas at "
+        f"{rate:g}/s (keyed by item id, murmur2 partitioner, linger.ms {FRESHNESS_LINGER_MS}) "
+        f"to a local broker; a query node (`nrtrec query-node --kafka`, all "
+        f"{settings.kafka.partitions} partitions) holding {preload:,} items applies them. "
+        f"Freshness of an item: from just before producer.produce() to the end of the first "
+        f"HTTP search for its own vector (k=1) that returns its id. Each pending item is "
+        f"searched every {FRESHNESS_POLL_SPACING_S * 1e3:g} ms (from one search's start to the "
+        f"next), by {FRESHNESS_POLLERS} threads over keep-alive connections; not found within "
+        f"{FRESHNESS_DEADLINE_S:g} s: not_found. Percentiles are over the found items."
+    )
+    out["freshness_ms"] = [round(float(x), 3) for x in ms]
+    return out
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
 # Sections run in this order; each one's dict lands in results[name]. Add new ones here.
 SECTIONS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "build": section_build,
     "search": section_search,
     "filtered": section_filtered,
+    "freshness": section_freshness,
 }
 
 
@@ -607,6 +1103,15 @@ def targets(p: Params, results: dict[str, Any]) -> dict[str, Any]:
             "min": RECALL_TARGET,
             "values": values,
             "met": all(v >= RECALL_TARGET for v in values.values()),
+        }
+    freshness = results.get("freshness")
+    if freshness and "error" not in freshness:
+        out["freshness"] = {
+            "definition": "p95 of produce to item-deltas -> first HTTP search that finds the item",
+            "value_ms": freshness.get("p95_ms"),
+            "max_ms": FRESHNESS_TARGET_MS,
+            "not_found": freshness["not_found"],
+            "met": freshness["met"],
         }
     return out
 
@@ -815,6 +1320,49 @@ def _panel_filtered_latency(k: int) -> Callable[[Any, dict[str, Any]], bool]:
     return panel
 
 
+def _panel_freshness(ax: Any, results: dict[str, Any]) -> bool:
+    from matplotlib.ticker import FuncFormatter
+
+    fresh = results.get("freshness")
+    if not fresh or not fresh.get("freshness_ms"):
+        return False
+    ms = np.sort(np.asarray(fresh["freshness_ms"], np.float64))
+    share = np.arange(1, len(ms) + 1) / fresh["n"]  # not-found items never reach the top
+    ax.step(ms, share, where="post", color="#4c72b0", label="produce -> searchable (found items)")
+    for q, colour in (("p50", COLOURS["p50"]), ("p95", COLOURS["p95"])):
+        value = fresh[f"{q}_ms"]
+        ax.axvline(value, color=colour, linestyle=":", label=f"{q} {value:.1f} ms")
+    ax.axvline(
+        fresh["target_p95_ms"], color="black", linestyle="--", linewidth=1, label="target p95 1 s"
+    )
+    ax.axhline(0.95, color="grey", linewidth=0.6)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    low = max(0.1, ms[0] / 1.5)
+    ax.set_xlim(low, max(fresh["target_p95_ms"], ms[-1]) * 1.5)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("ms from producer.produce() to the first search that returns the item (log)")
+    ax.set_ylabel("share of items produced")
+    ax.set_title(f"Delta freshness: {fresh['n']} new items at {fresh['rate_per_s']:g}/s via Kafka")
+    polling = fresh["polling"]
+    ax.text(
+        0.98,
+        0.05,
+        f"p50/p95/p99/max {fresh['p50_ms']:.1f}/{fresh['p95_ms']:.1f}/{fresh['p99_ms']:.1f}"
+        f"/{fresh['max_ms']:.1f} ms\nfound {fresh['found']}, not found in "
+        f"{fresh['deadline_s']:g} s: {fresh['not_found']}\n"
+        f"polled every {polling['spacing_ms']:g} ms, {polling['searches_per_s']:,.0f} searches/s; "
+        f"index {fresh['preload']:,} + new",
+        transform=ax.transAxes,
+        ha="right",
+        va="bottom",
+        fontsize=8,
+        bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9},
+    )
+    ax.legend(loc="center", fontsize=8)
+    return True
+
+
 # Plot panels in order; a panel returns False when its section did not run. Add new ones here.
 PANELS: list[Callable[[Any, dict[str, Any]], bool]] = [
     _panel_latency(10),
@@ -823,6 +1371,7 @@ PANELS: list[Callable[[Any, dict[str, Any]], bool]] = [
     _panel_filtered_recall,
     _panel_filtered_latency(10),
     _panel_filtered_latency(100),
+    _panel_freshness,
 ]
 
 
@@ -885,6 +1434,21 @@ def summary(results: dict[str, Any]) -> Table:
                 f"{r['http']['recall']:.3f}, {r['http']['p50_ms']:.3f}/{r['http']['p95_ms']:.3f}"
                 f", {','.join(r['in_process']['strategies'])}",
             )
+    fresh = results.get("freshness")
+    if fresh and "error" in fresh:
+        table.add_row("freshness", f"[red]failed: {fresh['error']}[/red]")
+    elif fresh:
+        if fresh["found"]:
+            table.add_row(
+                "freshness p50/p95/p99/max ms (target p95 <= 1000)",
+                f"{fresh['p50_ms']:.1f}/{fresh['p95_ms']:.1f}/{fresh['p99_ms']:.1f}"
+                f"/{fresh['max_ms']:.1f}",
+            )
+        table.add_row(
+            f"freshness at {fresh['rate_per_s']:g}/s: found / not found in "
+            f"{fresh['deadline_s']:g} s",
+            f"{fresh['found']} / {fresh['not_found']}",
+        )
     return table
 
 
@@ -919,6 +1483,18 @@ def main(
     ef_construction: Annotated[int, typer.Option(min=1)] = _defaults.ef_construction,
     batch: Annotated[int, typer.Option(min=1, help="items per upsert call")] = 1000,
     warmup: Annotated[int, typer.Option(min=0, help="untimed queries per loop")] = 50,
+    freshness: Annotated[
+        bool, typer.Option(help="delta freshness: starts Kafka and a second query node")
+    ] = True,
+    freshness_rate: Annotated[
+        float, typer.Option(min=0.1, max=5000.0, help="item deltas per second")
+    ] = 50.0,
+    freshness_seconds: Annotated[
+        float, typer.Option(min=1.0, max=600.0, help="seconds of item deltas at that rate")
+    ] = 20.0,
+    freshness_preload: Annotated[
+        int, typer.Option(min=0, help="items in the freshness node's index first (at most n)")
+    ] = 10_000,
     out: Annotated[Path, typer.Option(help="directory for query_node.json/.png")] = Path(
         "bench/results"
     ),
@@ -939,6 +1515,10 @@ def main(
         ef_construction=ef_construction,
         batch=batch,
         warmup=warmup,
+        freshness=freshness,
+        freshness_rate=freshness_rate,
+        freshness_seconds=freshness_seconds,
+        freshness_preload=freshness_preload,
     )
     out.mkdir(parents=True, exist_ok=True)
     machine = machine_info()
@@ -975,6 +1555,8 @@ def main(
         bench = Bench(params, settings, data, progress, node=node, results=results)
         try:
             for name, section in SECTIONS.items():
+                if name == "freshness" and not params.freshness:
+                    continue
                 t0 = time.perf_counter()
                 results[name] = section(bench)
                 results["timings_s"][name] = time.perf_counter() - t0
@@ -992,6 +1574,8 @@ def main(
     _write(png_path, lambda p: plot(results, p))
     console.print(summary(results))
     console.print(f"wrote {json_path} and {png_path} in {results['timings_s']['total']:.0f} s")
+    if "error" in results.get("freshness", {}):
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":
