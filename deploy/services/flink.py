@@ -199,6 +199,11 @@ class FlinkService(Service):
             "FLINK_IDENT_STRING": "nrtrec",
             # The TaskManager starts Python (embedded or as workers); it must be this venv's.
             "PYFLINK_CLIENT_EXECUTABLE": self.python_executable,
+            # Thread mode embeds libpython (pemja), which finds its site-packages through the
+            # `python3` on PATH and VIRTUAL_ENV, not python.executable: without these, a run
+            # from an unactivated venv (`.venv/bin/pytest`, CI) fails "No module named pemja".
+            "VIRTUAL_ENV": sys.prefix,
+            "PATH": os.pathsep.join([str(Path(self.python_executable).parent), os.environ["PATH"]]),
         }
 
     def processes(self) -> list[Process]:
