@@ -313,6 +313,20 @@ class NodeProcess:
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
         )
 
+    def create_index(self, p: Params, max_elements: int) -> None:
+        """The bench index, with the same graph parameters as the in-process baseline."""
+        self.client.put(
+            f"/v1/indexes/{INDEX}",
+            json={
+                "dim": p.dim,
+                "metric": p.metric,
+                "model_version": MODEL_VERSION,
+                "M": p.M,
+                "ef_construction": p.ef_construction,
+                "max_elements": max_elements,
+            },
+        ).raise_for_status()
+
     def wait_healthy(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -375,17 +389,7 @@ def section_build(bench: Bench) -> dict[str, Any]:
         max_elements=p.n,
     )
     index = VectorIndex(spec, s)
-    node.client.put(
-        f"/v1/indexes/{INDEX}",
-        json={
-            "dim": p.dim,
-            "metric": p.metric,
-            "model_version": MODEL_VERSION,
-            "M": p.M,
-            "ef_construction": p.ef_construction,
-            "max_elements": p.n,
-        },
-    ).raise_for_status()
+    node.create_index(p, max_elements=p.n)
 
     # Each starts from the numpy arrays and includes what its caller must build from them.
     def add_raw(lo: int, hi: int) -> None:
@@ -895,17 +899,7 @@ def _freshness(bench: Bench) -> dict[str, Any]:
             node.wait_healthy()
             # No growth while measured: room for the preload, the warm-up and the timed items.
             max_elements = preload + warmup + count
-            node.client.put(
-                f"/v1/indexes/{INDEX}",
-                json={
-                    "dim": p.dim,
-                    "metric": p.metric,
-                    "model_version": MODEL_VERSION,
-                    "M": p.M,
-                    "ef_construction": p.ef_construction,
-                    "max_elements": max_elements,
-                },
-            ).raise_for_status()
+            node.create_index(p, max_elements=max_elements)
             timings["node_start"] = time.perf_counter() - t0
 
             t0 = time.perf_counter()

@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+
 import numpy as np
 
 from nrtrec.query_node import IndexSpec, Metric, VectorIndex
@@ -46,3 +49,13 @@ def new_index(
 
 def node_settings(tmp_path, token: str | None = "test-token") -> Settings:
     return Settings(run_dir=tmp_path / "run", token=token)
+
+
+def stop(process: subprocess.Popen, timeout_s: float = 30) -> None:
+    """Stop a server the way a terminal's Ctrl-C does, killing it only if that hangs."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

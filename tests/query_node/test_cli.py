@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +10,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from tests.query_node.helpers import stop
 
 
 def free_port() -> int:
@@ -50,12 +51,7 @@ def test_query_node_command_serves_and_saves_on_stop(tmp_path: Path):
         r = httpx.put(f"{base}/v1/indexes/items", json=spec, headers=auth)
         assert r.status_code == 201, r.text
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log.close()
     output = (tmp_path / "query-node.log").read_text()
     assert process.returncode == 0, output

@@ -33,7 +33,7 @@ from nrtrec.query_node.deltas import DeltaConsumer, default_group
 from nrtrec.schemas import DeadLetter, ItemDelta, ListingOp, decode, encode
 from nrtrec.settings import QueryNodeSettings, Settings
 from tests.conftest import free_port
-from tests.query_node.helpers import random_vectors
+from tests.query_node.helpers import random_vectors, stop
 from tests.query_node.test_cli import wait_healthy
 from tests.stack import Stack
 
@@ -609,12 +609,7 @@ def test_a_killed_node_restarts_from_its_snapshot_and_replays_the_rest(
             assert _search_top(client, v[i]) == f"kept-{i}"
         client.close()
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         for log in logs:
             log.close()
     assert process.returncode == 0, output()

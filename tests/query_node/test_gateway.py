@@ -25,7 +25,7 @@ from nrtrec.query_node.gateway import create_gateway_app, merge_hits, merge_list
 from nrtrec.schemas.partitioning import ShardMap
 from nrtrec.schemas.query_api import Metric
 from nrtrec.settings import GatewaySettings, Settings
-from tests.query_node.helpers import exact_neighbours, random_vectors, recall
+from tests.query_node.helpers import exact_neighbours, random_vectors, recall, stop
 
 NODE_TOKEN = "node-token"
 GATEWAY_TOKEN = "gateway-token"
@@ -424,12 +424,7 @@ def test_gateway_command_serves_the_shards(nodes, catalogue, tmp_path):
         spec = {"dim": 2, "metric": "l2", "model_version": 1}
         error(httpx.put(f"{base}/v1/indexes/cli", json=spec), 401, "unauthorized")
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
     assert process.returncode == 0, (tmp_path / "gateway.log").read_text()
 
 
