@@ -62,6 +62,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from nrtrec.deploy.supervisor import log_tail
 from nrtrec.query_node import IndexSpec, VectorIndex
 from nrtrec.schemas import ItemDelta, ListingOp, Topic, encode
 from nrtrec.schemas.partitioning import PRODUCER_CONFIG
@@ -313,6 +314,19 @@ class NodeProcess:
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
         )
 
+    def upsert(self, data: Data, lo: int, hi: int) -> None:
+        """Items ``lo:hi`` of the bench data, with their ``bucket`` attribute, in one call."""
+        items = [
+            {"id": str(i), "vector": v, "attributes": {"bucket": b}}
+            for i, v, b in zip(
+                range(lo, hi),
+                data.vectors[lo:hi].tolist(),
+                data.buckets[lo:hi].tolist(),
+                strict=True,
+            )
+        ]
+        self.client.post(f"/v1/indexes/{INDEX}/upsert", json={"items": items}).raise_for_status()
+
     def create_index(self, p: Params, max_elements: int) -> None:
         """The bench index, with the same graph parameters as the in-process baseline."""
         self.client.put(
@@ -403,16 +417,7 @@ def section_build(bench: Bench) -> dict[str, Any]:
         )
 
     def add_http(lo: int, hi: int) -> None:
-        items = [
-            {"id": str(i), "vector": v, "attributes": {"bucket": b}}
-            for i, v, b in zip(
-                range(lo, hi),
-                data.vectors[lo:hi].tolist(),
-                data.buckets[lo:hi].tolist(),
-                strict=True,
-            )
-        ]
-        node.client.post(f"/v1/indexes/{INDEX}/upsert", json={"items": items}).raise_for_status()
+        node.upsert(data, lo, hi)
 
     adds = {"hnswlib": add_raw, "in_process": add_in_process, "http": add_http}
     names = list(adds)
@@ -873,7 +878,7 @@ def _freshness(bench: Bench) -> dict[str, Any]:
             runner.up(on_progress=lambda m: progress.update(task, description=f"freshness: {m}"))
         except Exception:
             for log in sorted((tmp / "kafka").rglob("*.log")):
-                console.print(f"[red]{log} (tail):[/red]\n{_tail(log)}")
+                console.print(f"[red]{log} (tail):[/red]\n{log_tail(log)}")
             raise
         bootstrap = settings.kafka.bootstrap_servers
         timings["kafka_start"] = time.perf_counter() - t0
@@ -908,18 +913,7 @@ def _freshness(bench: Bench) -> dict[str, Any]:
             )
             for lo in range(0, preload, p.batch):
                 hi = min(lo + p.batch, preload)
-                items = [
-                    {"id": str(i), "vector": v, "attributes": {"bucket": b}}
-                    for i, v, b in zip(
-                        range(lo, hi),
-                        data.vectors[lo:hi].tolist(),
-                        data.buckets[lo:hi].tolist(),
-                        strict=True,
-                    )
-                ]
-                node.client.post(
-                    f"/v1/indexes/{INDEX}/upsert", json={"items": items}
-                ).raise_for_status()
+                node.upsert(data, lo, hi)
             timings["preload"] = time.perf_counter() - t0
 
             poller = FreshnessPoller(
@@ -1048,10 +1042,6 @@ def _freshness(bench: Bench) -> dict[str, Any]:
     )
     out["freshness_ms"] = [round(float(x), 3) for x in ms]
     return out
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 # Sections run in this order; each one's dict lands in results[name]. Add new ones here.

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from nrtrec.query_node.gateway import create_gateway_app, merge_hits, merge_list
 from nrtrec.schemas.partitioning import ShardMap
 from nrtrec.schemas.query_api import Metric
 from nrtrec.settings import GatewaySettings, Settings
+from tests.conftest import free_port
 from tests.query_node.helpers import exact_neighbours, random_vectors, recall, stop
 
 NODE_TOKEN = "node-token"
@@ -97,12 +97,6 @@ def test_a_bad_shard_map_is_refused():
 
 
 # ---- real nodes ----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
