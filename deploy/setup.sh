@@ -27,9 +27,10 @@ stamp="$VENV/.nrtrec-installed"
 if [ ! -x "$VENV/bin/python" ]; then
   python3.11 -m venv "$VENV"
 fi
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ deploy/requirements-nodeps.txt -nt "$stamp" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e '.[dev]'
+  "$VENV/bin/python" -m pip install -q -e '.[dev,train]'
+  "$VENV/bin/python" -m pip install -q --no-deps -r deploy/requirements-nodeps.txt
   touch "$stamp"
 fi
 echo "setup: done ($("$VENV/bin/python" --version), $(java -version 2>&1 | head -1))"

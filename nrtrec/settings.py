@@ -169,6 +169,63 @@ class GatewaySettings(BaseModel):
     access_log: bool = False
 
 
+class UserStoreSettings(BaseModel):
+    """The online store of user vectors (Redis by default; Couchbase as the design card says)."""
+
+    backend: Literal["redis", "couchbase"] = "redis"
+    keep_versions: int = Field(default=3, ge=1, description="model versions kept per user")
+    recent_items: int = Field(default=50, ge=0, description="recent item ids kept per user")
+    ttl_s: int | None = Field(default=30 * 24 * 3600, ge=1, description="None: never expire")
+    key_prefix: str = "nrtrec:"
+    timeout_s: float = Field(default=0.05, gt=0, description="per store operation")
+
+
+class InferenceSettings(BaseModel):
+    """The encoders: where versions live, how clients batch and retry."""
+
+    backend: Literal["triton", "local"] = "triton"
+    # None: the Triton model repository (triton.model_repository, or the shipped one).
+    repository: Path | None = None
+    # None: the newest version in the repository.
+    model_version: int | None = Field(default=None, ge=1)
+    dim: int = Field(default=64, ge=2, description="the shared item/user embedding size")
+    max_history: int = Field(default=20, ge=1, description="recent items the user tower reads")
+    max_tokens: int = Field(default=64, ge=8, description="listing text is cut to this")
+    batch_size: int = Field(default=64, ge=1, description="client-side batch per request")
+    timeout_s: float = Field(default=5.0, gt=0)
+    retries: int = Field(default=3, ge=0)
+    intra_op_num_threads: int = Field(default=1, ge=0, description="in-process onnxruntime")
+
+
+class StreamingSettings(BaseModel):
+    """The PyFlink jobs."""
+
+    checkpoint_dir: Path | None = Field(default=None, description="None: <run_dir>/checkpoints")
+    checkpoint_interval_ms: int = Field(default=2000, ge=100)
+    parallelism: int = Field(default=1, ge=1)
+    consumer_group: str = "nrtrec-streaming"
+    history_ttl_s: int = Field(default=30 * 24 * 3600, ge=1, description="keyed-state TTL")
+    flush_size: int = Field(default=64, ge=1, description="encoder batch: flush at this size")
+    flush_ms: int = Field(default=20, ge=1, description="encoder batch: flush after this wait")
+    bundle_time_ms: int = Field(default=10, ge=1, description="python.fn-execution.bundle.time")
+    replay_rate: float = Field(default=200.0, gt=0, description="demo clicks per second")
+
+
+class AppSettings(BaseModel):
+    """The recommender app."""
+
+    host: str = LOOPBACK
+    port: int = 8200
+    gateway_url: str | None = Field(default=None, description="None: the local gateway")
+    index_name: str = "items"
+    deadline_s: float = Field(default=0.2, gt=0, description="a whole request, end to end")
+    store_timeout_s: float = Field(default=0.05, gt=0)
+    search_timeout_s: float = Field(default=0.1, gt=0)
+    default_k: int = Field(default=10, ge=1)
+    max_k: int = Field(default=100, ge=1)
+    access_log: bool = False
+
+
 class LocalRunnerSettings(BaseModel):
     """What `nrtrec up` runs beyond the infrastructure."""
 
@@ -200,3 +257,7 @@ class Settings(BaseSettings):
     query_node: QueryNodeSettings = QueryNodeSettings()
     local: LocalRunnerSettings = LocalRunnerSettings()
     gateway: GatewaySettings = GatewaySettings()
+    user_store: UserStoreSettings = UserStoreSettings()
+    inference: InferenceSettings = InferenceSettings()
+    streaming: StreamingSettings = StreamingSettings()
+    app: AppSettings = AppSettings()

@@ -57,6 +57,9 @@ class UserVectors(Record):
 
     user_id: Id
     versions: list[UserVector] = Field(min_length=1)
+    # The items the newest vector was made from, newest first: the app drops them from
+    # recommendations and the homepage shows them as "your recent views".
+    recent_items: list[Id] = Field(default_factory=list, max_length=1000)
 
     @model_validator(mode="after")
     def _one_user_one_entry_per_version(self) -> UserVectors:
@@ -73,8 +76,17 @@ class UserVectors(Record):
                 return v
         return None
 
-    def with_version(self, vector: UserVector, keep: int) -> UserVectors:
-        """This record with ``vector`` replacing its version's entry, trimmed to ``keep``."""
+    def with_version(
+        self, vector: UserVector, keep: int, recent_items: list[str] | None = None
+    ) -> UserVectors:
+        """This record with ``vector`` replacing its version's entry, trimmed to ``keep``.
+
+        ``recent_items`` replaces the stored list when given; otherwise it is kept.
+        """
         others = [v for v in self.versions if v.model_version != vector.model_version]
         ordered = sorted([vector, *others], key=lambda v: v.model_version, reverse=True)
-        return UserVectors(user_id=self.user_id, versions=ordered[:keep])
+        return UserVectors(
+            user_id=self.user_id,
+            versions=ordered[:keep],
+            recent_items=self.recent_items if recent_items is None else recent_items,
+        )
