@@ -94,6 +94,18 @@ class Strategy(StrEnum):
 class Hit:
     id: str
     score: float
+    # Only when the search asked for them (``with_attributes``): read under the same lock as
+    # the hit, so an item and its attributes are never from two different writes.
+    attributes: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredItem:
+    """An item as the index holds it: the stored vector (unit length for cosine)."""
+
+    id: str
+    vector: np.ndarray
+    attributes: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -195,6 +207,19 @@ class VectorIndex:
         with self._lock.frozen():
             row = self._row_of.get(item_id)
             return None if row is None else self._vectors[row].copy()
+
+    def items(self, ids: Sequence[str]) -> list[StoredItem]:
+        """The items of ``ids`` that the index holds, in the order asked, each once; unknown ids
+        are left out. One read of the index, so every item is as of the same moment."""
+        with self._lock.frozen():
+            found = []
+            for item_id in dict.fromkeys(ids):
+                row = self._row_of.get(item_id)
+                if row is not None:
+                    found.append(
+                        StoredItem(item_id, self._vectors[row].copy(), self._attributes.get(row))
+                    )
+            return found
 
     # ---- writes ---------------------------------------------------------------------------
 
@@ -309,10 +334,12 @@ class VectorIndex:
         ef: int | None = None,
         filter: Mapping[str, Any] | Filter | None = None,
         wait: bool = True,
+        with_attributes: bool = False,
     ) -> SearchResult:
         """The ``k`` nearest items, nearest first, among those that pass ``filter``.
 
-        Without ``wait``, raises ``IndexBusy`` rather than wait for a write in progress.
+        Without ``wait``, raises ``IndexBusy`` rather than wait for a write in progress. With
+        ``with_attributes`` each hit carries its item's attributes.
 
         A filter is applied inside the graph walk; when it keeps few items (settings:
         ``exact_search_max_fraction``, ``exact_search_max_count``) or the walk would be long
@@ -337,7 +364,7 @@ class VectorIndex:
                 if not candidates:
                     return SearchResult([], Strategy.EMPTY, 0)
             if self._exact_is_cheaper(candidates, ef):
-                return self._exact(query[0], k, mask, candidates)
+                return self._exact(query[0], k, mask, candidates, with_attributes)
             k = min(k, candidates)
             try:
                 labels, distances = self._graph.knn_query(
@@ -348,9 +375,10 @@ class VectorIndex:
                 )
             except RuntimeError:
                 # hnswlib found fewer than k (a graph cut off by deletions); exact cannot miss.
-                return self._exact(query[0], k, mask, candidates)
+                return self._exact(query[0], k, mask, candidates, with_attributes)
             strategy = Strategy.GRAPH if mask is None else Strategy.FILTERED_GRAPH
-            return SearchResult(self._hits(labels[0], distances[0]), strategy, candidates)
+            hits = self._hits(labels[0], distances[0], with_attributes)
+            return SearchResult(hits, strategy, candidates)
 
     def _exact_is_cheaper(self, candidates: int, ef: int) -> bool:
         s = self._settings
@@ -360,7 +388,12 @@ class VectorIndex:
         return fraction <= s.exact_search_max_fraction or ef / fraction > s.max_graph_steps
 
     def _exact(
-        self, query: np.ndarray, k: int, mask: np.ndarray | None, candidates: int
+        self,
+        query: np.ndarray,
+        k: int,
+        mask: np.ndarray | None,
+        candidates: int,
+        with_attributes: bool = False,
     ) -> SearchResult:
         rows = np.flatnonzero(self._live if mask is None else mask)
         # Without deletions the live rows are a prefix: a view spares copying the vectors.
@@ -377,21 +410,28 @@ class VectorIndex:
         top = np.argpartition(keys, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
         top = top[np.argsort(keys[top], kind="stable")]
         scores = np.sqrt(keys[top]) if self.metric is Metric.L2 else -keys[top]
-        hits = [
-            Hit(self._ids[row], float(score))
-            for row, score in zip(rows[top].tolist(), scores.tolist(), strict=True)
-        ]
-        return SearchResult(hits, Strategy.EXACT, candidates)
+        return SearchResult(
+            self._make_hits(rows[top].tolist(), scores.tolist(), with_attributes),
+            Strategy.EXACT,
+            candidates,
+        )
 
-    def _hits(self, labels: np.ndarray, distances: np.ndarray) -> list[Hit]:
+    def _hits(
+        self, labels: np.ndarray, distances: np.ndarray, with_attributes: bool = False
+    ) -> list[Hit]:
         if self.metric is Metric.L2:
             scores = np.sqrt(np.maximum(distances, 0.0))
         else:
             scores = 1.0 - distances
-        return [
-            Hit(self._ids[row], float(score))
-            for row, score in zip(labels.tolist(), scores.tolist(), strict=True)
-        ]
+        return self._make_hits(labels.tolist(), scores.tolist(), with_attributes)
+
+    def _make_hits(self, rows: list[int], scores: list[float], with_attributes: bool) -> list[Hit]:
+        if with_attributes:
+            return [
+                Hit(self._ids[row], float(score), self._attributes.get(row))
+                for row, score in zip(rows, scores, strict=True)
+            ]
+        return [Hit(self._ids[row], float(score)) for row, score in zip(rows, scores, strict=True)]
 
     # ---- checks ---------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from nrtrec.query_node.errors import IndexExists
 from nrtrec.query_node.filters import Filter
-from nrtrec.query_node.index import IndexSpec, SearchResult, VectorIndex
+from nrtrec.query_node.index import IndexSpec, SearchResult, StoredItem, VectorIndex
 from nrtrec.query_node.registry import IndexKey, IndexRegistry
 from nrtrec.query_node.snapshots import Snapshot, SnapshotStore
 from nrtrec.schemas.query_api import Metric
@@ -129,10 +129,22 @@ class QueryNode:
         filter: Mapping[str, Any] | Filter | None = None,
         model_version: int | None = None,
         wait: bool = True,
+        with_attributes: bool = False,
     ) -> tuple[VectorIndex, SearchResult]:
         """Search ``name`` at ``model_version``, or at its newest version when None."""
         index = self.registry.get(name, model_version)
-        return index, index.search(vector, k, ef=ef, filter=filter, wait=wait)
+        result = index.search(
+            vector, k, ef=ef, filter=filter, wait=wait, with_attributes=with_attributes
+        )
+        return index, result
+
+    def items(
+        self, name: str, ids: Sequence[str], *, model_version: int | None = None
+    ) -> tuple[VectorIndex, list[StoredItem]]:
+        """The stored items of ``ids`` (unknown ones left out) at ``model_version``, or at the
+        newest version when None."""
+        index = self.registry.get(name, model_version)
+        return index, index.items(ids)
 
     # ---- snapshots ------------------------------------------------------------------------
 

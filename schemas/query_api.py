@@ -1,7 +1,7 @@
 """HTTP bodies of the query-node API; the gateway and the recommender app speak the same shape.
 
 Paths (see DESIGN.md): ``GET /v1/indexes``, ``PUT|DELETE /v1/indexes/{name}``, ``POST
-/v1/indexes/{name}/upsert|delete|search|snapshot``. Every error is an ``ErrorBody``.
+/v1/indexes/{name}/upsert|delete|search|items|snapshot``. Every error is an ``ErrorBody``.
 """
 
 from __future__ import annotations
@@ -90,6 +90,8 @@ class SearchRequest(Record):
     filter: Filter | None = None
     # Absent: the newest live version of the index.
     model_version: ModelVersion | None = None
+    # Each hit then carries its item's attributes (titles for a page, without a second call).
+    include_attributes: bool = False
 
 
 class SearchHit(BaseModel):
@@ -97,6 +99,8 @@ class SearchHit(BaseModel):
     # l2: the Euclidean distance (smaller is nearer); ip and cosine: the similarity (larger is
     # nearer), i.e. the dot product, of unit vectors for cosine.
     score: float
+    # Only with ``include_attributes``.
+    attributes: Attributes | None = None
 
 
 class SearchResponse(BaseModel):
@@ -104,6 +108,31 @@ class SearchResponse(BaseModel):
     model_version: int
     # Set by the gateway (a node answers for itself, without them): ``partial`` is true when a
     # shard could not answer, so the items come from the others; ``failed_shards`` names them.
+    partial: bool | None = None
+    failed_shards: list[int] | None = None
+
+
+class ItemsRequest(Record):
+    """``POST /v1/indexes/{name}/items``: look items up by id (a read, open like search)."""
+
+    ids: list[Id] = Field(min_length=1)
+    # Absent: the newest live version of the index.
+    model_version: ModelVersion | None = None
+
+
+class StoredItem(BaseModel):
+    id: str
+    # As stored: unit length for cosine.
+    vector: list[float]
+    attributes: Attributes
+
+
+class ItemsResponse(BaseModel):
+    """The items found, in the order asked, each once; unknown ids are simply absent."""
+
+    items: list[StoredItem]
+    model_version: int
+    # Set by the gateway, as for a search: a shard that could not answer leaves its items out.
     partial: bool | None = None
     failed_shards: list[int] | None = None
 

@@ -28,6 +28,8 @@ from nrtrec.schemas.query_api import (
     DeleteRequest,
     DropResult,
     IndexInfo,
+    ItemsRequest,
+    ItemsResponse,
     SearchRequest,
     SearchResponse,
     SnapshotResult,
@@ -116,6 +118,11 @@ async def delete(name: IndexNameParam, body: DeleteRequest, gateway: GatewayDep)
 async def search(name: IndexNameParam, body: SearchRequest, gateway: GatewayDep) -> Response:
     # Serialised straight to JSON, as on a node: the shards' hits are already checked numbers.
     return Response(to_json(await gateway.search(name, body)), media_type="application/json")
+
+
+@indexes.post("/{name}/items", response_model=ItemsResponse)
+async def items(name: IndexNameParam, body: ItemsRequest, gateway: GatewayDep) -> Response:
+    return Response(to_json(await gateway.items(name, body)), media_type="application/json")
 
 
 @indexes.post("/{name}/snapshot", dependencies=TOKEN_REQUIRED)

@@ -17,20 +17,27 @@ def merge_hits(
     l2 scores are distances (ascending); ip and cosine scores are similarities (descending).
     An id that two shards both return (an item mid-move between shards) counts once, at its
     better score. Ties order by id, so the answer does not depend on which shard was faster.
+    A hit's ``attributes`` (searches with ``include_attributes``) come along with it.
     """
     smaller_is_nearer = Metric(metric) is Metric.L2
-    best: dict[str, float] = {}
+    best: dict[str, tuple[float, Mapping[str, Any]]] = {}
     for hits in answers:
         for hit in hits:
             item_id, score = hit["id"], float(hit["score"])
             known = best.get(item_id)
-            if known is None or (score < known if smaller_is_nearer else score > known):
-                best[item_id] = score
+            if known is None or (score < known[0] if smaller_is_nearer else score > known[0]):
+                best[item_id] = (score, hit)
     if smaller_is_nearer:
-        top = heapq.nsmallest(k, best.items(), key=lambda kv: (kv[1], kv[0]))
+        top = heapq.nsmallest(k, best.items(), key=lambda kv: (kv[1][0], kv[0]))
     else:
-        top = heapq.nsmallest(k, best.items(), key=lambda kv: (-kv[1], kv[0]))
-    return [{"id": item_id, "score": score} for item_id, score in top]
+        top = heapq.nsmallest(k, best.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    merged = []
+    for item_id, (score, hit) in top:
+        out: dict[str, Any] = {"id": item_id, "score": score}
+        if "attributes" in hit:
+            out["attributes"] = hit["attributes"]
+        merged.append(out)
+    return merged
 
 
 def merge_listings(listings: Iterable[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:

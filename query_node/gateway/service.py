@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -32,6 +32,7 @@ from nrtrec.schemas.partitioning import ShardMap
 from nrtrec.schemas.query_api import (
     CreateIndexRequest,
     DeleteRequest,
+    ItemsRequest,
     Metric,
     SearchRequest,
     UpsertRequest,
@@ -204,6 +205,9 @@ class Gateway:
         and named (``partial``), unless none can."""
         path = f"/v1/indexes/{name}/search"
         request = body.model_dump(exclude_none=True)
+        if not body.include_attributes:
+            # Left out when off, so nodes that predate the field still accept the request.
+            del request["include_attributes"]
         answers, failed = await self._search(self.shards, path, to_json(request))
         if not answers:
             not_found = [f for f in failed if isinstance(f, Rejected)]
@@ -234,11 +238,61 @@ class Gateway:
             "failed_shards": failed_shards,
         }
 
+    async def items(self, name: str, body: ItemsRequest) -> Json:
+        """Each id asked of the shard that owns it (one replica); the items found, in the order
+        asked. A shard that cannot answer leaves its ids out and is named (``partial``), unless
+        every shard asked fails."""
+        self._check_batch(len(body.ids))
+        groups: dict[int, list[str]] = defaultdict(list)
+        for item_id in dict.fromkeys(body.ids):
+            groups[self.shard_map.shard_for(item_id)].append(item_id)
+        shards = [self.shards[i] for i in sorted(groups)]
+        path = f"/v1/indexes/{name}/items"
+
+        def payload(shard: Shard, version: int | None) -> bytes:
+            request: Json = {"ids": groups[shard.index]}
+            if version is not None:
+                request["model_version"] = version
+            return to_json(request)
+
+        answers, failed = await self._ask(shards, path, lambda s: payload(s, body.model_version))
+        if not answers:
+            not_found = [f for f in failed if isinstance(f, Rejected)]
+            if not_found:
+                raise not_found[0]
+            raise ShardsFailed([f for f in failed if isinstance(f, ShardFailed)])
+        version = min(a["model_version"] for a in answers.values())
+        ahead = [i for i, a in answers.items() if a["model_version"] != version]
+        if ahead:
+            # As for a search: every item of one version, the version every shard has.
+            more, more_failed = await self._ask(
+                [self.shards[i] for i in ahead], path, lambda s: payload(s, version)
+            )
+            for i in ahead:
+                del answers[i]
+            answers.update(more)
+            failed += more_failed
+        found = {item["id"]: item for a in answers.values() for item in a["items"]}
+        failed_shards = sorted(f.shard for f in failed)
+        return {
+            "items": [found[i] for i in dict.fromkeys(body.ids) if i in found],
+            "model_version": version,
+            "partial": bool(failed_shards),
+            "failed_shards": failed_shards,
+        }
+
     async def _search(
         self, shards: Sequence[Shard], path: str, payload: bytes
     ) -> tuple[dict[int, Json], list[ShardFailed | Rejected]]:
+        return await self._ask(shards, path, lambda shard: payload)
+
+    async def _ask(
+        self, shards: Sequence[Shard], path: str, payload: Callable[[Shard], bytes]
+    ) -> tuple[dict[int, Json], list[ShardFailed | Rejected]]:
+        """POST ``payload(shard)`` to one replica of each shard: the answers by shard, and the
+        shards that failed or lack the index (404)."""
         outcomes = await asyncio.gather(
-            *(self.upstream.read(s, "POST", path, payload) for s in shards),
+            *(self.upstream.read(s, "POST", path, payload(s)) for s in shards),
             return_exceptions=True,
         )
         answers: dict[int, Json] = {}

@@ -1,4 +1,4 @@
-"""``/v1/indexes``: create, list, drop, upsert, delete, search, snapshot.
+"""``/v1/indexes``: create, list, drop, upsert, delete, search, items (look-up), snapshot.
 
 Handlers are plain functions, so Starlette runs them in its thread pool: a write waits on the
 index's own lock, not on the event loop. Search is the exception: it runs on the event loop
@@ -26,6 +26,8 @@ from nrtrec.schemas.query_api import (
     DropResult,
     IndexInfo,
     IndexKey,
+    ItemsRequest,
+    ItemsResponse,
     SearchRequest,
     SearchResponse,
     SnapshotInfo,
@@ -140,6 +142,7 @@ async def search(
         ef=body.ef,
         filter=body.filter,
         model_version=body.model_version,
+        with_attributes=body.include_attributes,
     )
     try:
         # An index nobody writes is searched right here: the thread-pool hop costs more than
@@ -150,8 +153,25 @@ async def search(
     metrics.searches.labels(index.name, result.strategy.value).inc()
     # The hot path: serialised straight to JSON (SearchResponse's shape), skipping a model per
     # hit and FastAPI's re-validation of the answer, about a third of the HTTP overhead.
+    if body.include_attributes:
+        hits = [{"id": h.id, "score": h.score, "attributes": h.attributes} for h in result.hits]
+    else:
+        hits = [{"id": h.id, "score": h.score} for h in result.hits]
+    content = {"items": hits, "model_version": index.model_version}
+    return Response(to_json(content), media_type="application/json")
+
+
+@router.post("/{name}/items", response_model=ItemsResponse)
+def items(name: IndexNameParam, body: ItemsRequest, node: Node) -> Response:
+    """The stored vector and attributes of each id the index holds; unknown ids are absent
+    (the recommender app's "similar items" starts from an item's own vector)."""
+    _check_batch(node, len(body.ids))
+    index, found = node.items(name, body.ids, model_version=body.model_version)
     content = {
-        "items": [{"id": hit.id, "score": hit.score} for hit in result.hits],
+        "items": [
+            {"id": item.id, "vector": item.vector.tolist(), "attributes": item.attributes}
+            for item in found
+        ],
         "model_version": index.model_version,
     }
     return Response(to_json(content), media_type="application/json")

@@ -252,6 +252,40 @@ def test_search_through_the_gateway_equals_exact_search(gateway, catalogue, k):
     assert recall(found, [[catalogue.ids[i] for i in row] for row in truth]) >= 0.95
 
 
+def test_merge_hits_keeps_attributes_with_their_hit():
+    a = [{"id": "x", "score": 0.9, "attributes": {"s": 0}}]
+    b = [{"id": "x", "score": 0.2, "attributes": {"s": 1}}, {"id": "y", "score": 0.5}]
+    assert merge_hits([a, b], 2, Metric.L2) == [
+        {"id": "x", "score": 0.2, "attributes": {"s": 1}},
+        {"id": "y", "score": 0.5},
+    ]
+
+
+def test_search_with_attributes_and_item_look_ups_through_the_gateway(gateway, catalogue):
+    q = catalogue.vectors[7].tolist()
+    body = {"vector": q, "k": 5, "include_attributes": True}
+    r = gateway.post("/v1/indexes/items/search", json=body)
+    assert r.status_code == 200, r.text
+    hits = r.json()["items"]
+    assert hits[0]["id"] == "item-7"
+    assert all(h["attributes"] == {"n": int(h["id"].split("-")[1])} for h in hits)
+    # Ids of both shards, in the order asked, each once; an unknown id is absent.
+    shard_map = ShardMap.of(2, PARTITIONS)
+    ids = ["item-3", "nope", "item-1999", "item-0", "item-3"]
+    assert {shard_map.shard_for(i) for i in ids[:4]} == {0, 1}
+    r = gateway.post("/v1/indexes/items/items", json={"ids": ids})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [i["id"] for i in body["items"]] == ["item-3", "item-1999", "item-0"]
+    assert body["model_version"] == 1 and body["partial"] is False
+    for item in body["items"]:
+        n = int(item["id"].split("-")[1])
+        assert item["attributes"] == {"n": n}
+        assert np.allclose(item["vector"], catalogue.vectors[n], atol=1e-6)
+    error(gateway.post("/v1/indexes/items/items", json={"ids": []}), 422, "invalid_request")
+    error(gateway.post("/v1/indexes/nothing/items", json={"ids": ["a"]}), 404, "index_not_found")
+
+
 def test_similarity_metrics_merge_descending_and_a_new_gateway_learns_the_metric(nodes, gateway):
     spec = {"dim": 8, "metric": "ip", "model_version": 1}
     assert gateway.put("/v1/indexes/ip-items", json=spec, headers=AUTH).status_code == 201
@@ -461,6 +495,12 @@ def test_replica_and_shard_failures(nodes, gateway, catalogue):
         ids = [hit["id"] for hit in answer["items"]]
         assert len(ids) == 10 and all(shard_map.shard_for(i) == 1 for i in ids)
     assert gateway.get("/healthz").json()["status"] == "degraded"
+    # A look-up gets the items of the shard that answers, and names the other.
+    on = {s: [i for i in catalogue.ids[:20] if shard_map.shard_for(i) == s][:2] for s in (0, 1)}
+    r = gateway.post("/v1/indexes/items/items", json={"ids": on[0] + on[1]})
+    assert r.status_code == 200, r.text
+    assert [i["id"] for i in r.json()["items"]] == on[1]
+    assert r.json()["partial"] is True and r.json()["failed_shards"] == [0]
 
     # A replica of shard 1 hangs (SIGSTOP): a search that picks it times out on it and asks
     # the other within the deadline; then it is marked down and skipped.

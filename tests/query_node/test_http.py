@@ -115,6 +115,64 @@ def test_filtered_search(items):
     assert "unknown operator 'between'" in detail
 
 
+def test_search_can_include_attributes(items):
+    body = {"vector": [1, 0, 0], "k": 2, "include_attributes": True}
+    r = items.post("/v1/indexes/items/search", json=body)
+    assert r.status_code == 200, r.text
+    assert [(i["id"], i["attributes"]) for i in r.json()["items"]] == [
+        ("car", {"category": "toys", "price": 12}),
+        ("doll", {"category": "toys", "price": 40}),
+    ]
+    # Filtered and exact searches carry them too; without the flag the hits stay {id, score}.
+    body |= {"filter": {"category": "home"}}
+    r = items.post("/v1/indexes/items/search", json=body)
+    assert r.json()["items"][0]["attributes"] == {"category": "home", "price": 30}
+    r = items.post("/v1/indexes/items/search", json={"vector": [1, 0, 0], "k": 1})
+    assert set(r.json()["items"][0]) == {"id", "score"}
+
+
+def test_items_look_up_stored_vectors_and_attributes(items):
+    r = items.post("/v1/indexes/items/items", json={"ids": ["lamp", "nope", "car", "lamp"]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_version"] == 1
+    # In the order asked, each once; unknown ids are simply absent; cosine vectors are unit.
+    assert [i["id"] for i in body["items"]] == ["lamp", "car"]
+    assert body["items"][0] == {
+        "id": "lamp",
+        "vector": [0.0, 1.0, 0.0],
+        "attributes": {"category": "home", "price": 30},
+    }
+    v2 = {"dim": 2, "metric": "l2", "model_version": 2}
+    items.put("/v1/indexes/items", json=v2, headers=TOKEN)
+    items.post(
+        "/v1/indexes/items/upsert",
+        json={"items": [{"id": "car", "vector": [3, 4]}], "model_version": 2},
+        headers=TOKEN,
+    )
+    # Without a version, the newest; with one, that one. A look-up needs no token.
+    r = items.post("/v1/indexes/items/items", json={"ids": ["car", "lamp"]})
+    assert r.json() == {
+        "items": [{"id": "car", "vector": [3.0, 4.0], "attributes": {}}],
+        "model_version": 2,
+    }
+    r = items.post("/v1/indexes/items/items", json={"ids": ["car"], "model_version": 1})
+    assert r.json()["items"][0]["vector"] == [1.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"ids": []}, 422, "invalid_request"),
+        ({"ids": [" x"]}, 422, "invalid_request"),
+        ({"ids": ["car"], "model_version": 9}, 404, "index_not_found"),
+        ({"ids": ["car"], "extra": 1}, 422, "invalid_request"),
+    ],
+)
+def test_bad_item_look_ups_get_4xx(items, body, status, code):
+    error(items.post("/v1/indexes/items/items", json=body), status, code)
+
+
 def test_upsert_replaces_and_delete_removes(items):
     moved = {"items": [{"id": "lamp", "vector": [0, 0, 2]}]}
     r = items.post("/v1/indexes/items/upsert", json=moved, headers=TOKEN)
