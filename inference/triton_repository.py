@@ -19,8 +19,11 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+
+Backend = Literal["python", "onnxruntime"]
 
 #: The Python-backend model that every ONNX version runs under.
 PYTHON_MODEL = Path(__file__).resolve().parent / "triton_python" / "model.py"
@@ -79,8 +82,17 @@ def model_config(
     instances: int = 1,
     intra_op_num_threads: int = 1,
     parameters: Mapping[str, str] | None = None,
+    backend: Backend = "python",
+    gpu: bool = False,
+    versions: Sequence[int] | None = None,
 ) -> str:
-    """The ``config.pbtxt`` text (protobuf text format, Triton 2.51's ModelConfig)."""
+    """The ``config.pbtxt`` text (protobuf text format, Triton 2.51's ModelConfig).
+
+    ``backend="python"`` runs the version's ONNX file through nrtrec's onnxruntime runner (the
+    only backend in the pytriton wheel); ``"onnxruntime"`` is Triton's native backend (NGC
+    image, GPU with ``gpu=True``), which reads the same ``<version>/model.onnx``. ``versions``
+    limits which version directories are served; None serves all of them.
+    """
     if max_batch_size < 0:
         raise ValueError("max_batch_size must be >= 0 (0: the model does not batch)")
     params = {"intra_op_num_threads": str(intra_op_num_threads)}
@@ -89,15 +101,18 @@ def model_config(
         params["onnx_names"] = json.dumps(renames, sort_keys=True)
     params.update(parameters or {})
 
+    if backend == "onnxruntime" and renames:
+        raise ValueError("the native onnxruntime backend needs Triton names equal to ONNX names")
+    if gpu and backend != "onnxruntime":
+        raise ValueError("GPU serving needs backend='onnxruntime' (the Python runner is CPU-only)")
     lines = [
         f"name: {_quote(name)}",
-        'backend: "python"',
+        'backend: "python"' if backend == "python" else 'platform: "onnxruntime_onnx"',
         f"max_batch_size: {max_batch_size}",
         _tensors("input", inputs),
         _tensors("output", outputs),
-        # Every version directory is served, side by side (Triton's default is the latest only).
-        "version_policy: { all: {} }",
-        f"instance_group [ {{ count: {instances} kind: KIND_CPU }} ]",
+        version_policy(versions),
+        f"instance_group [ {{ count: {instances} kind: {'KIND_GPU' if gpu else 'KIND_CPU'} }} ]",
     ]
     if max_batch_size > 0:
         lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {max_queue_delay_us} }}")
@@ -106,6 +121,35 @@ def model_config(
             f"parameters {{ key: {_quote(key)} value: {{ string_value: {_quote(value)} }} }}"
         )
     return "\n".join(lines) + "\n"
+
+
+def version_policy(versions: Sequence[int] | None) -> str:
+    """Which version directories Triton serves; None: all of them, side by side (Triton's own
+    default is the latest only)."""
+    if versions is None:
+        return "version_policy: { all: {} }"
+    listed = ", ".join(str(int(v)) for v in sorted(set(versions)))
+    return f"version_policy: {{ specific: {{ versions: [ {listed} ] }} }}"
+
+
+def set_served_versions(
+    repository: str | os.PathLike, name: str, versions: Sequence[int] | None
+) -> None:
+    """Rewrite ``name``'s version policy; Triton applies it on the next ``load_model``."""
+    config_file = Path(repository) / name / "config.pbtxt"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"no model {name!r} in {repository}")
+    lines = [
+        version_policy(versions) if line.startswith("version_policy:") else line
+        for line in config_file.read_text().splitlines()
+    ]
+    _write_atomic(config_file, "\n".join(lines) + "\n")
+
+
+def _without_policy(config_text: str) -> str:
+    return "\n".join(
+        line for line in config_text.splitlines() if not line.startswith("version_policy:")
+    )
 
 
 def add_onnx_model(
@@ -133,7 +177,9 @@ def add_onnx_model(
     model_dir = Path(repository) / name
     config_text = model_config(name, inputs, outputs, max_batch_size, **config_options)
     config_file = model_dir / "config.pbtxt"
-    if config_file.exists() and config_file.read_text() != config_text:
+    if config_file.exists() and _without_policy(config_file.read_text()) != _without_policy(
+        config_text
+    ):
         raise ValueError(
             f"{config_file} already holds a different config; every version of {name!r} shares "
             "it, so a version with other tensors or batching needs a new model name"
@@ -145,7 +191,8 @@ def add_onnx_model(
     final = model_dir / str(int(version))
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=model_dir))
     try:
-        shutil.copyfile(PYTHON_MODEL, staging / "model.py")
+        if config_options.get("backend", "python") == "python":
+            shutil.copyfile(PYTHON_MODEL, staging / "model.py")
         shutil.copyfile(onnx_path, staging / "model.onnx")
         staging.chmod(0o755)
         if final.exists():

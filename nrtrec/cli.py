@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from nrtrec import logs
+from nrtrec.inference.cli import models_app
 from nrtrec.settings import Settings
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 schemas_app = typer.Typer(help="JSON Schema files generated from the topic records.")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(models_app, name="models")
 
 
 def _runner():

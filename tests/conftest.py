@@ -57,3 +57,11 @@ def stack(test_settings: Settings) -> Iterator[Stack]:
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture(scope="session")
+def trained_models(test_settings: Settings):
+    """Encoder versions 1 and 2, trained for real and registered in the test Triton repository."""
+    from tests.models import train_test_models
+
+    return train_test_models(test_settings.triton.model_repository)

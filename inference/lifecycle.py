@@ -1,0 +1,71 @@
+"""Model lifecycle on Triton: register a version, serve it next to the old one, retire one.
+
+Triton runs with ``--model-control-mode=explicit``. Which versions it serves is each model's
+``version_policy`` in ``config.pbtxt``; a ``load_model`` applies a changed policy, loading new
+versions and unloading dropped ones while the unchanged ones keep serving.
+"""
+
+from __future__ import annotations
+
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from nrtrec.inference.errors import EncoderUnavailable, UnknownModelVersion
+from nrtrec.inference.repository import ENCODERS, ModelRepository
+from nrtrec.inference.towers import TowerWeights
+from nrtrec.inference.triton_repository import set_served_versions
+
+
+class ModelLifecycle:
+    def __init__(self, repository: ModelRepository, triton_grpc_url: str):
+        self.repository = repository
+        self.client = grpcclient.InferenceServerClient(url=triton_grpc_url)
+
+    def register(self, weights: TowerWeights, version: int | None = None) -> int:
+        """Write a new encoder pair into the repository; not served until :meth:`load`."""
+        served = self.served()
+        version = self.repository.register(weights, version)
+        # Keep the policy explicit so that registering never starts serving by itself.
+        for name in ENCODERS:
+            set_served_versions(self.repository.path, name, sorted(served) or [version])
+        return version
+
+    def served(self) -> set[int]:
+        """Versions whose item and user encoders are both READY."""
+        try:
+            index = self.client.get_model_repository_index(as_json=True)
+        except InferenceServerException as e:
+            raise EncoderUnavailable(f"Triton: {e.message()}") from e
+        ready = {name: set() for name in ENCODERS}
+        for model in index.get("models", []):
+            if model.get("state") == "READY" and model.get("name") in ready:
+                ready[model["name"]].add(int(model["version"]))
+        return set.intersection(*ready.values())
+
+    def load(self, version: int) -> None:
+        """Serve ``version`` in addition to what is served now."""
+        if version not in self.repository.versions():
+            raise UnknownModelVersion(
+                f"version {version} is not registered (registered: {self.repository.versions()})"
+            )
+        self._apply(self.served() | {version})
+
+    def unload(self, version: int) -> None:
+        """Stop serving ``version``; the files stay, so it can be loaded again."""
+        self._apply(self.served() - {version})
+
+    def _apply(self, versions: set[int]) -> None:
+        for name in ENCODERS:
+            try:
+                if versions:
+                    set_served_versions(self.repository.path, name, sorted(versions))
+                    self.client.load_model(name)
+                else:
+                    self.client.unload_model(name)
+            except InferenceServerException as e:
+                raise EncoderUnavailable(
+                    f"Triton could not apply versions {sorted(versions)} to {name}: {e.message()}"
+                ) from e
+
+    def close(self) -> None:
+        self.client.close()
