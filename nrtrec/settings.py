@@ -174,10 +174,19 @@ class UserStoreSettings(BaseModel):
 
     backend: Literal["redis", "couchbase"] = "redis"
     keep_versions: int = Field(default=3, ge=1, description="model versions kept per user")
-    recent_items: int = Field(default=50, ge=0, description="recent item ids kept per user")
+    # UserVectors caps recent_items at 1000, so a larger setting could never be stored.
+    recent_items: int = Field(
+        default=50, ge=0, le=1000, description="recent item ids kept per user"
+    )
     ttl_s: int | None = Field(default=30 * 24 * 3600, ge=1, description="None: never expire")
     key_prefix: str = "nrtrec:"
     timeout_s: float = Field(default=0.05, gt=0, description="per store operation")
+    # Opening a connection (Couchbase's bootstrap, a Redis socket) takes longer than one
+    # operation: CouchbaseMock's bootstrap alone took ~150 ms here, three times timeout_s.
+    connect_timeout_s: float = Field(default=2.0, gt=0, description="opening a connection")
+    # A put is an optimistic read-merge-write (Redis WATCH, Couchbase CAS); each retry follows
+    # a write that another writer got in first, so N writers to one user need at most N - 1.
+    write_retries: int = Field(default=10, ge=0, description="retries of a put that lost a race")
 
 
 class InferenceSettings(BaseModel):

@@ -1,0 +1,1 @@
+"""The user-vector store: one conformance suite that every backend passes."""
