@@ -168,6 +168,37 @@ def gateway(
     uvicorn.run(api, host=gw.host, port=gw.port, access_log=gw.access_log)
 
 
+@app.command("app")
+def recommender_app(
+    host: Annotated[str | None, typer.Option(help="default 127.0.0.1")] = None,
+    port: Annotated[int | None, typer.Option(help="default 8200")] = None,
+    gateway_url: Annotated[
+        str | None, typer.Option(help="the gateway (or one query node); default the local gateway")
+    ] = None,
+    kafka: Annotated[
+        str | None, typer.Option(help="bootstrap servers for click events; default kafka.*")
+    ] = None,
+) -> None:
+    """Run the recommender app: recommendations, similar items, click tracking, homepage.
+
+    The user-vector store is settings.user_store.backend (NRTREC_USER_STORE__BACKEND)."""
+    import uvicorn
+
+    from nrtrec.recommender_app import create_app
+
+    settings = Settings()
+    logs.configure(settings.log_format)
+    given: dict[str, object] = {
+        "host": host,
+        "port": port,
+        "gateway_url": gateway_url,
+        "kafka_bootstrap": kafka,
+    }
+    cfg = settings.app.model_copy(update={k: v for k, v in given.items() if v is not None})
+    settings = settings.model_copy(update={"app": cfg})
+    uvicorn.run(create_app(settings), host=cfg.host, port=cfg.port, access_log=cfg.access_log)
+
+
 @schemas_app.command("export")
 def schemas_export() -> None:
     """Write schemas/json/*.schema.json from the models."""

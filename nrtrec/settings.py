@@ -233,6 +233,29 @@ class AppSettings(BaseModel):
     default_k: int = Field(default=10, ge=1)
     max_k: int = Field(default=100, ge=1)
     access_log: bool = False
+    # Versions with a live index (GET /v1/indexes) are cached this long between listings.
+    versions_ttl_s: float = Field(default=1.0, gt=0)
+    # The non-personalized fallback: the store's most viewed items, refreshed in the background
+    # so it is there when the store is not; `popular_pool` items are kept for filtered requests.
+    popular_refresh_s: float = Field(default=5.0, gt=0)
+    popular_pool: int = Field(default=200, ge=1)
+    # Click tracking: POST /v1/events answers 202 once the broker acknowledged, or 503 after
+    # this long. None: kafka.bootstrap_servers and the contract topic (schemas.Topic.CLICKS).
+    kafka_bootstrap: str | None = None
+    clicks_topic: str | None = None
+    event_timeout_s: float = Field(default=2.0, gt=0)
+    recent_shown: int = Field(default=8, ge=0, description="recent views on the homepage")
+    # Attributes a caller may filter recommendations on (query parameters), with their type:
+    # numbers take range operators. The catalogue's genres are a list, which filters never match.
+    filter_attributes: dict[str, Literal["string", "number"]] = Field(
+        default_factory=lambda: {
+            "category": "string",
+            "location": "string",
+            "price": "number",
+            "year": "number",
+        }
+    )
+    max_connections: int = Field(default=64, ge=1, description="open connections to the gateway")
 
 
 class LocalRunnerSettings(BaseModel):

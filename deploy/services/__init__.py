@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nrtrec.deploy.services.app import AppService
 from nrtrec.deploy.services.base import Process, Service
 from nrtrec.deploy.services.couchbase import CouchbaseService
 from nrtrec.deploy.services.flink import FlinkService
@@ -18,11 +19,11 @@ SERVICE_TYPES: dict[str, type[Service]] = {
 
 def default_services(settings: Settings) -> list[Service]:
     """Everything `nrtrec up` starts, in start order: infrastructure, then query nodes (one
-    per shard) and the gateway in front of them."""
+    per shard), the gateway in front of them, and the recommender app."""
     infrastructure = [cls(settings) for cls in SERVICE_TYPES.values()]
     shards = range(settings.local.query_node_shards)
     nodes = [QueryNodeService(settings, shard) for shard in shards]
-    return [*infrastructure, *nodes, GatewayService(settings)]
+    return [*infrastructure, *nodes, GatewayService(settings), AppService(settings)]
 
 
 __all__ = ["SERVICE_TYPES", "Process", "Service", "default_services"]

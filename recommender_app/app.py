@@ -1,0 +1,91 @@
+"""The app factory: the recommender app's HTTP API (DESIGN.md) and the homepage module.
+
+The lifespan makes every client once (the user-vector store, one keep-alive HTTP client to the
+gateway, the Kafka producer for clicks) and hands them to handlers through ``request.state``;
+it runs the popular-items refresh in the background and closes everything at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypedDict
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from nrtrec.recommender_app import errors
+from nrtrec.recommender_app.clicks import ClickPublisher
+from nrtrec.recommender_app.deps import Services
+from nrtrec.recommender_app.metrics import LatencyMiddleware, Metrics
+from nrtrec.recommender_app.popular import PopularItems
+from nrtrec.recommender_app.routes import events, health, homepage, recommend
+from nrtrec.recommender_app.service import Recommender
+from nrtrec.recommender_app.store import AsyncStore
+from nrtrec.recommender_app.upstream import GatewayClient
+from nrtrec.recommender_app.versions import LiveVersions
+from nrtrec.settings import Settings
+from nrtrec.user_store import UserVectorStore
+
+log = logging.getLogger(__name__)
+
+
+class State(TypedDict):
+    services: Services
+
+
+def gateway_url(settings: Settings) -> str:
+    return settings.app.gateway_url or f"http://{settings.gateway.host}:{settings.gateway.port}"
+
+
+def create_app(settings: Settings | None = None, store: UserVectorStore | None = None) -> FastAPI:
+    """The recommender app. ``store`` lets a caller share an open store (it is not closed);
+    without one the app opens ``settings.user_store.backend`` itself."""
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[State]:
+        cfg = settings.app
+        async_store = AsyncStore(settings, store)
+        gateway = GatewayClient(gateway_url(settings), cfg.max_connections)
+        versions = LiveVersions(gateway, cfg.index_name, cfg.versions_ttl_s)
+        popular = PopularItems(settings, async_store, gateway, versions)
+        publisher = ClickPublisher(settings)
+        services = Services(
+            settings=settings,
+            store=async_store,
+            versions=versions,
+            popular=popular,
+            recommender=Recommender(settings, async_store, gateway, versions, popular),
+            publisher=publisher,
+            metrics=metrics,
+        )
+        refresh = asyncio.create_task(popular.run(), name="popular-items")
+        log.info("recommender app: gateway %s, index %r", gateway.base_url, cfg.index_name)
+        try:
+            yield {"services": services}
+        finally:
+            refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresh
+            await gateway.aclose()
+            await asyncio.to_thread(publisher.close)
+            await asyncio.to_thread(async_store.close)
+
+    app = FastAPI(
+        title="nrtrec recommender app",
+        summary="Based on your recent views, similar items, click tracking",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.add_middleware(LatencyMiddleware, metrics=metrics)
+    app.include_router(health.router)
+    app.include_router(recommend.router)
+    app.include_router(events.router)
+    app.include_router(homepage.router)
+    app.mount(homepage.STATIC_URL, StaticFiles(directory=homepage.STATIC_DIR), name="static")
+    return app

@@ -1,0 +1,67 @@
+"""What handlers receive by injection: the app's services, made by the lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from nrtrec.recommender_app.clicks import ClickPublisher
+from nrtrec.recommender_app.errors import BadParameter
+from nrtrec.recommender_app.metrics import Metrics
+from nrtrec.recommender_app.popular import PopularItems
+from nrtrec.recommender_app.service import Recommender
+from nrtrec.recommender_app.store import AsyncStore
+from nrtrec.recommender_app.timing import Timings
+from nrtrec.recommender_app.versions import LiveVersions
+from nrtrec.settings import Settings
+
+# A user or item id as the schemas define it: no leading or trailing whitespace.
+ID_PATTERN = r"^\S(.*\S)?$"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: AsyncStore
+    versions: LiveVersions
+    popular: PopularItems
+    recommender: Recommender
+    publisher: ClickPublisher
+    metrics: Metrics
+
+
+# async: FastAPI would run a plain function in the thread pool, a hop per dependency.
+async def _services(request: Request) -> Services:
+    return request.state.services
+
+
+async def _timings(request: Request) -> Timings:
+    return Timings(request.state.services.settings.app.deadline_s)
+
+
+AppServices = Annotated[Services, Depends(_services)]
+RequestTimings = Annotated[Timings, Depends(_timings)]
+UserId = Annotated[
+    str, Path(min_length=1, max_length=256, pattern=ID_PATTERN, description="a user id")
+]
+ItemId = Annotated[
+    str, Path(min_length=1, max_length=256, pattern=ID_PATTERN, description="an item id")
+]
+
+# Query parameters of the recommendation endpoints that are not attribute filters.
+RESERVED = frozenset({"k"})
+
+
+def parse_k(raw: str | None, settings: Settings) -> int:
+    app = settings.app
+    if raw is None:
+        return app.default_k
+    try:
+        k = int(raw)
+    except ValueError:
+        raise BadParameter(f"k must be an integer, got {raw!r}") from None
+    if not 1 <= k <= app.max_k:
+        raise BadParameter(f"k must be between 1 and {app.max_k}, got {k}")
+    return k

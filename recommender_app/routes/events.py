@@ -1,0 +1,36 @@
+"""``POST /v1/events``: click tracking, published to the ``clicks`` topic."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from nrtrec.recommender_app.clicks import PublishFailed
+from nrtrec.recommender_app.deps import AppServices
+from nrtrec.recommender_app.models import Accepted, ClickIn
+
+router = APIRouter(prefix="/v1", tags=["events"])
+
+
+@router.post(
+    "/events",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={
+        422: {"description": "not a click event"},
+        503: {"description": "the broker did not acknowledge it in time"},
+    },
+)
+async def post_event(body: ClickIn, services: AppServices) -> Accepted:
+    """Answers 202 once the broker acknowledged the event (keyed by user id)."""
+    event = body.event()
+    try:
+        delivered = await services.publisher.publish(event)
+    except PublishFailed:
+        services.metrics.events.labels("failed").inc()
+        raise
+    services.metrics.events.labels("published").inc()
+    return Accepted(
+        event=event,
+        topic=delivered.topic,
+        partition=delivered.partition,
+        offset=delivered.offset,
+    )

@@ -1,0 +1,95 @@
+"""``GET /v1/users/{user_id}/recommendations``, ``GET /v1/items/{item_id}/similar`` and
+``GET /v1/users/{user_id}/recent-views``.
+
+Answers are serialised straight to JSON (the shape of ``Recommendations``), skipping a model
+per item on the hot path; ``Server-Timing`` says where the time went (store, search, app).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from pydantic_core import to_json
+
+from nrtrec.recommender_app.deps import (
+    RESERVED,
+    AppServices,
+    ItemId,
+    RequestTimings,
+    Services,
+    UserId,
+    parse_k,
+)
+from nrtrec.recommender_app.filters import Filter, parse_filter
+from nrtrec.recommender_app.models import RecentViews, Recommendations
+from nrtrec.recommender_app.service import Answer
+from nrtrec.recommender_app.timing import Timings
+
+router = APIRouter(prefix="/v1", tags=["recommendations"])
+
+FILTER_DOC = (
+    "Other query parameters filter on item attributes: `category=Comedy` (repeat for any of "
+    "several), `location.in=US,CA`, `category.ne=Horror`, `price.gte=10&price.lt=50`, "
+    "`year=1995`; unknown or ill-formed ones are a 400."
+)
+
+
+def _query(request: Request, services: Services) -> tuple[int, Filter | None]:
+    params = request.query_params
+    k = parse_k(params.get("k"), services.settings)
+    pairs = [(name, value) for name, value in params.multi_items() if name not in RESERVED]
+    return k, parse_filter(pairs, services.settings.app.filter_attributes)
+
+
+def _respond(endpoint: str, answer: Answer, services: Services, t: Timings) -> Response:
+    metrics = services.metrics
+    metrics.answers.labels(endpoint, answer.source.value).inc()
+    for reason in answer.reasons:
+        metrics.degraded.labels(endpoint, reason.split(":", 1)[0]).inc()
+    for stage, seconds in t.spent.items():
+        metrics.stage_seconds.labels(endpoint, stage).observe(seconds)
+    content = {
+        "items": answer.items,
+        "model_version": answer.model_version,
+        "source": answer.source.value,
+        "degraded": bool(answer.reasons),
+        "reasons": answer.reasons,
+    }
+    body = to_json(content)
+    return Response(body, media_type="application/json", headers={"Server-Timing": t.header()})
+
+
+@router.get(
+    "/users/{user_id}/recommendations",
+    response_model=Recommendations,
+    description="Based on the user's recent views. " + FILTER_DOC,
+    responses={400: {"description": "bad k or filter"}},
+)
+async def recommendations(
+    user_id: UserId, request: Request, services: AppServices, t: RequestTimings
+) -> Response:
+    k, filter = _query(request, services)
+    answer = await services.recommender.for_user(user_id, k, filter, t)
+    return _respond("recommendations", answer, services, t)
+
+
+@router.get(
+    "/items/{item_id}/similar",
+    response_model=Recommendations,
+    description="Items near this one, in the newest version that holds it. " + FILTER_DOC,
+    responses={400: {"description": "bad k or filter"}},
+)
+async def similar(
+    item_id: ItemId, request: Request, services: AppServices, t: RequestTimings
+) -> Response:
+    k, filter = _query(request, services)
+    answer = await services.recommender.similar(item_id, k, filter, t)
+    return _respond("similar", answer, services, t)
+
+
+@router.get("/users/{user_id}/recent-views", response_model=RecentViews)
+async def recent_views(user_id: UserId, services: AppServices, t: RequestTimings) -> Response:
+    items, reasons = await services.recommender.recent_views(user_id, t)
+    content = {"items": items, "degraded": bool(reasons), "reasons": reasons}
+    return Response(
+        to_json(content), media_type="application/json", headers={"Server-Timing": t.header()}
+    )

@@ -1,0 +1,278 @@
+"""What the app answers: personalized recommendations, similar items, recent views.
+
+Version safety (DESIGN.md, "Embedding versions"): a vector is only ever searched against the
+index of its own ``model_version``. A user's versions are tried newest first; the first with a
+live index answers (``personalized`` when it is the user's newest, ``older-version`` otherwise);
+with none, or with no vector at all, the answer is the popular items (``popular``).
+
+Every call to the store or the gateway is bounded by the request's budget (``Timings``). A
+failure never fails the request: the answer falls back to what is available, and ``reasons``
+says what happened (``degraded`` in the response).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from nrtrec.recommender_app.filters import Filter, matches
+from nrtrec.recommender_app.models import Source
+from nrtrec.recommender_app.popular import PopularItems
+from nrtrec.recommender_app.store import AsyncStore
+from nrtrec.recommender_app.timing import Timings
+from nrtrec.recommender_app.upstream import (
+    GatewayClient,
+    NotFound,
+    Rejected,
+    Unavailable,
+    UpstreamError,
+)
+from nrtrec.recommender_app.versions import Listing, LiveVersions
+from nrtrec.settings import Settings
+from nrtrec.user_store import StoreError
+
+log = logging.getLogger(__name__)
+
+# The query nodes' default max_k: a search asks for k plus the user's recent items, at most this.
+SEARCH_MAX_K = 1000
+
+Json = dict[str, Any]
+
+
+class _GiveUp(Exception):
+    """The gateway could not answer a search; the reason is already noted."""
+
+
+@dataclass
+class Answer:
+    items: list[Json]  # {id, score, title?}
+    model_version: int | None
+    source: Source
+    reasons: list[str] = field(default_factory=list)
+
+
+def _item(hit: Json) -> Json:
+    title = (hit.get("attributes") or {}).get("title")
+    item: Json = {"id": hit["id"], "score": hit["score"]}
+    if title is not None:
+        item["title"] = str(title)
+    return item
+
+
+class Recommender:
+    def __init__(
+        self,
+        settings: Settings,
+        store: AsyncStore,
+        gateway: GatewayClient,
+        versions: LiveVersions,
+        popular: PopularItems,
+    ):
+        self._app = settings.app
+        self._store = store
+        self._gateway = gateway
+        self._versions = versions
+        self._popular = popular
+
+    # ---- GET /v1/users/{user_id}/recommendations ------------------------------------------
+
+    async def for_user(self, user_id: str, k: int, filter: Filter | None, t: Timings) -> Answer:
+        reasons: list[str] = []
+        try:
+            with t.stage("store"):
+                record = await self._store.get(user_id, t.budget(self._app.store_timeout_s))
+        except StoreError as e:
+            reasons.append(f"store_unavailable: {e}")
+            return await self._popular_answer(k, (), filter, t, reasons)
+        if record is None:
+            # No history (or not yet): the popular items, nothing degraded.
+            return await self._popular_answer(k, (), filter, t, reasons)
+        viewed = set(record.recent_items)
+        listing = await self._listing(t, reasons)
+        if listing is None:
+            return await self._popular_answer(k, viewed, filter, t, reasons)
+        newest = record.versions[0].model_version
+        for user_vector in record.versions:
+            version = user_vector.model_version
+            live = listing.by_version.get(version)
+            if live is None:
+                continue
+            if live.dim != len(user_vector.vector):
+                log.warning(
+                    "user %s: vector v%d has dimension %d, the index %d; skipped",
+                    user_id,
+                    version,
+                    len(user_vector.vector),
+                    live.dim,
+                )
+                continue
+            wanted = min(k + len(viewed), SEARCH_MAX_K)
+            try:
+                hits = await self._search(user_vector.vector, version, wanted, filter, t, reasons)
+            except _GiveUp:
+                break
+            if hits is None:
+                continue
+            kept = [_item(h) for h in hits if h["id"] not in viewed][:k]
+            source = Source.PERSONALIZED if version == newest else Source.OLDER_VERSION
+            return Answer(kept, version, source, reasons)
+        return await self._popular_answer(k, viewed, filter, t, reasons)
+
+    # ---- GET /v1/items/{item_id}/similar ---------------------------------------------------
+
+    async def similar(self, item_id: str, k: int, filter: Filter | None, t: Timings) -> Answer:
+        reasons: list[str] = []
+        listing = await self._listing(t, reasons)
+        if listing is None:
+            return await self._popular_answer(k, {item_id}, filter, t, reasons)
+        live = listing.newest_first()
+        for live_index in live:
+            version = live_index.model_version
+            try:
+                with t.stage("search"):
+                    found = await self._gateway.items(
+                        self._app.index_name,
+                        [item_id],
+                        version,
+                        t.budget(self._app.search_timeout_s),
+                    )
+            except NotFound:
+                self._versions.invalidate()
+                continue
+            except UpstreamError as e:
+                reasons.append(f"search_unavailable: {e}")
+                break
+            if not found["items"]:
+                if found.get("partial"):
+                    # The item's own shard did not answer: it may well be there.
+                    reasons.append(f"partial_results: shard(s) {found['failed_shards']} down")
+                    break
+                continue  # not in this version: try the next older one
+            vector = found["items"][0]["vector"]
+            try:
+                hits = await self._search(vector, version, k + 1, filter, t, reasons)
+            except _GiveUp:
+                break
+            if hits is None:
+                continue
+            kept = [_item(h) for h in hits if h["id"] != item_id][:k]
+            newest = version == live[0].model_version
+            source = Source.PERSONALIZED if newest else Source.OLDER_VERSION
+            return Answer(kept, version, source, reasons)
+        return await self._popular_answer(k, {item_id}, filter, t, reasons)
+
+    # ---- GET /v1/users/{user_id}/recent-views ----------------------------------------------
+
+    async def recent_views(self, user_id: str, t: Timings) -> tuple[list[Json], list[str]]:
+        reasons: list[str] = []
+        try:
+            with t.stage("store"):
+                record = await self._store.get(user_id, t.budget(self._app.store_timeout_s))
+        except StoreError as e:
+            return [], [f"store_unavailable: {e}"]
+        if record is None or not record.recent_items:
+            return [], reasons
+        ids = record.recent_items[: self._app.recent_shown]
+        titles = await self.titles(ids, t, reasons)
+        return [{"id": i, "title": titles.get(i)} for i in ids], reasons
+
+    async def titles(self, ids: list[str], t: Timings, reasons: list[str]) -> dict[str, str]:
+        """Titles of ``ids`` at the newest live version (those found)."""
+        listing = await self._listing(t, reasons)
+        if listing is None or not listing.by_version or not ids:
+            return {}
+        newest = listing.newest_first()[0].model_version
+        try:
+            with t.stage("search"):
+                found = await self._gateway.items(
+                    self._app.index_name, ids, newest, t.budget(self._app.search_timeout_s)
+                )
+        except UpstreamError as e:
+            reasons.append(f"search_unavailable: {e}")
+            return {}
+        if found.get("partial"):
+            reasons.append(f"partial_results: shard(s) {found['failed_shards']} did not answer")
+        return {
+            item["id"]: str(item["attributes"]["title"])
+            for item in found["items"]
+            if "title" in item["attributes"]
+        }
+
+    # ---- the steps --------------------------------------------------------------------------
+
+    async def _listing(self, t: Timings, reasons: list[str]) -> Listing | None:
+        try:
+            with t.stage("search"):
+                return await self._versions.get(t.budget(self._app.search_timeout_s))
+        except UpstreamError as e:
+            reasons.append(f"search_unavailable: {e}")
+            return None
+
+    async def _search(
+        self,
+        vector: list[float],
+        version: int,
+        k: int,
+        filter: Filter | None,
+        t: Timings,
+        reasons: list[str],
+    ) -> list[Json] | None:
+        """The hits; None when the version's index is gone (try another). Raises ``_GiveUp``
+        when the gateway could not answer (no vector search then: popular items)."""
+        body: Json = {
+            "vector": vector,
+            "k": k,
+            "model_version": version,
+            "include_attributes": True,
+        }
+        if filter:
+            body["filter"] = filter
+        try:
+            with t.stage("search"):
+                answer = await self._gateway.search(
+                    self._app.index_name, body, t.budget(self._app.search_timeout_s)
+                )
+        except NotFound:
+            # Dropped since the listing: list again next time, try the next version now.
+            self._versions.invalidate()
+            return None
+        except Rejected as e:
+            # Our request, not the caller's: a bug or bad data (say, a NaN in a stored vector).
+            log.error("search v%d rejected: %s", version, e)
+            reasons.append(f"search_rejected: {e}")
+            raise _GiveUp from None
+        except Unavailable as e:
+            reasons.append(f"search_unavailable: {e}")
+            raise _GiveUp from None
+        if answer.get("partial"):
+            reasons.append(
+                f"partial_results: shard(s) {answer['failed_shards']} did not answer; "
+                "their items are missing"
+            )
+        return answer["items"]
+
+    async def _popular_answer(
+        self,
+        k: int,
+        exclude: Collection[str],
+        filter: Filter | None,
+        t: Timings,
+        reasons: list[str],
+    ) -> Answer:
+        with t.stage("store"):
+            popular = await self._popular.get(t.budget(self._app.store_timeout_s))
+        reasons.extend(popular.reasons())
+        items: list[Json] = []
+        for p in popular.items:
+            if p.id in exclude or not matches(p.attributes, filter):
+                continue
+            item: Json = {"id": p.id, "score": p.views}
+            title = (p.attributes or {}).get("title")
+            if title is not None:
+                item["title"] = str(title)
+            items.append(item)
+            if len(items) == k:
+                break
+        return Answer(items, None, Source.POPULAR, reasons)

@@ -1,0 +1,248 @@
+"""The recommender app's HTTP API against real services: a Redis store, two query-node
+shards behind a gateway (processes), the app in-process (TestClient, lifespan included)."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from nrtrec.recommender_app import create_app
+from tests.recommender_app.cluster import CATEGORIES, put_user
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def client(settings, store):
+    with TestClient(create_app(settings, store=store)) as c:
+        yield c
+
+
+def error(response, status: int, code: str) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "detail"} and body["error"] == code, body
+    assert "Traceback" not in body["detail"]
+    return body["detail"]
+
+
+def ids(body: dict) -> list[str]:
+    return [item["id"] for item in body["items"]]
+
+
+def wait_popular(client: TestClient, expected: list[str], timeout_s: float = 5.0) -> dict:
+    """Popular items are refreshed in the background (0.2 s in these tests)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        body = client.get("/v1/users/nobody/recommendations?k=3").json()
+        if ids(body) == expected or time.monotonic() > deadline:
+            return body
+        time.sleep(0.1)
+
+
+def test_personalized_with_the_users_newest_version(client, store, catalogue):
+    query = catalogue.vectors[2][10] + 0.1
+    recent = ["11", "5"]
+    put_user(store, "u-new", {1: catalogue.vectors[1][0], 2: query}, recent=recent)
+    r = client.get("/v1/users/u-new/recommendations?k=10")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["source"] == "personalized" and body["model_version"] == 2
+    assert body["degraded"] is False and body["reasons"] == []
+    # Exactly the nearest items at version 2, less what the user viewed.
+    assert ids(body) == catalogue.exact(2, query, 10, keep=lambda i: i not in recent)
+    assert all(item["title"] == f"Film {item['id']}" for item in body["items"])
+    scores = [item["score"] for item in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+    # Where the time went, per request.
+    timing = r.headers["Server-Timing"]
+    assert re.fullmatch(
+        r"store;dur=[\d.]+, search;dur=[\d.]+, app;dur=[\d.]+, total;dur=[\d.]+", timing
+    ), timing
+    assert client.get("/v1/users/u-new/recommendations").json()["items"].__len__() == 10
+
+
+def test_a_version_without_index_falls_back_to_the_next_older(client, store, catalogue):
+    # Version 3 is the user's newest, but no index of version 3 is live: never matched with v2's
+    # index; the user's own v2 vector is.
+    put_user(store, "u-v3", {2: catalogue.vectors[2][20], 3: np.ones(8)})
+    body = client.get("/v1/users/u-v3/recommendations?k=5").json()
+    assert body["source"] == "older-version" and body["model_version"] == 2
+    assert ids(body) == catalogue.exact(2, catalogue.vectors[2][20], 5)
+    assert body["degraded"] is False
+
+
+def test_no_version_with_an_index_gives_popular_items(client, store, catalogue):
+    store.add_views({"7": 30, "8": 20, "9": 10, "10": 5})
+    put_user(store, "u-only-v3", {3: np.ones(8)}, recent=["8"])
+    wait_popular(client, ["7", "8", "9"])
+    body = client.get("/v1/users/u-only-v3/recommendations?k=3").json()
+    # The viewed item is left out here too.
+    assert body["source"] == "popular" and body["model_version"] is None
+    assert ids(body) == ["7", "9", "10"] and body["degraded"] is False
+    assert [item["score"] for item in body["items"]] == [30.0, 10.0, 5.0]
+    assert body["items"][0]["title"] == "Film 7"
+
+
+def test_an_unknown_user_gets_popular_items(client, store):
+    store.add_views({"42": 3, "43": 9})
+    body = wait_popular(client, ["43", "42"])
+    assert body["source"] == "popular" and ids(body) == ["43", "42"]
+    assert body["degraded"] is False and body["reasons"] == []
+
+
+def test_attribute_filters(client, store, catalogue):
+    query = catalogue.vectors[2][3]
+    put_user(store, "u-filter", {2: query})
+    attrs = catalogue.attributes
+
+    def check(params: str, keep) -> list[str]:
+        r = client.get(f"/v1/users/u-filter/recommendations?k=6&{params}")
+        assert r.status_code == 200, r.text
+        got = ids(r.json())
+        assert got == catalogue.exact(2, query, 6, keep=keep), params
+        return got
+
+    check("category=Comedy", lambda i: attrs[i]["category"] == "Comedy")
+    check("category=Comedy&category=Drama", lambda i: attrs[i]["category"] in ("Comedy", "Drama"))
+    check("location.in=US,DE", lambda i: attrs[i]["location"] in ("US", "DE"))
+    check("category.ne=Horror", lambda i: attrs[i]["category"] != "Horror")
+    check("price.gte=10&price.lt=20", lambda i: 10 <= attrs[i]["price"] < 20)
+    check(
+        "year=1995&category=Drama",
+        lambda i: attrs[i]["year"] == 1995 and attrs[i]["category"] == "Drama",
+    )
+    # Popular items are filtered the same way.
+    store.add_views({str(i): 100 - i for i in range(1, 9)})
+    wait_popular(client, ["1", "2", "3"])
+    body = client.get(f"/v1/users/nobody/recommendations?k=3&category={CATEGORIES[1]}").json()
+    assert body["source"] == "popular"
+    assert (
+        ids(body) == [i for i in map(str, range(1, 9)) if attrs[i]["category"] == CATEGORIES[1]][:3]
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "code", "says"),
+    [
+        ("color=red", "invalid_filter", "unknown filter 'color'"),
+        ("price.between=1", "invalid_filter", "unknown operator 'between'"),
+        ("price.lt=cheap", "invalid_filter", "'cheap' is not a number"),
+        ("price.lt=nan", "invalid_filter", "not a finite number"),
+        ("category.gt=A", "invalid_filter", "needs a number attribute"),
+        ("price.lt=1&price.lt=2", "invalid_filter", "given twice"),
+        ("category=", "invalid_filter", "empty value"),
+        ("category=A&category.ne=B", "invalid_filter", "not both"),
+        ("k=0", "invalid_parameter", "between 1 and 100"),
+        ("k=101", "invalid_parameter", "between 1 and 100"),
+        ("k=ten", "invalid_parameter", "must be an integer"),
+    ],
+)
+def test_bad_query_parameters_are_400(client, query, code, says):
+    for path in ("/v1/users/u1/recommendations", "/v1/items/1/similar"):
+        assert says in error(client.get(f"{path}?{query}"), 400, code)
+
+
+def test_bad_ids_are_4xx(client):
+    error(client.get("/v1/users/%20u1/recommendations"), 422, "invalid_request")
+    error(client.get("/v1/users/" + "x" * 300 + "/recommendations"), 422, "invalid_request")
+    error(client.get("/v1/items/x%20/similar"), 422, "invalid_request")
+    error(client.get("/v1/nothing"), 404, "not_found")
+    error(client.post("/v1/users/u1/recommendations"), 405, "method_not_allowed")
+
+
+def test_similar_items(client, catalogue):
+    r = client.get("/v1/items/12/similar?k=5")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    row = catalogue.ids.index("12")
+    expected = catalogue.exact(2, catalogue.vectors[2][row], 6)
+    assert expected[0] == "12"
+    assert body["source"] == "personalized" and body["model_version"] == 2
+    assert ids(body) == expected[1:] and "Server-Timing" in r.headers
+    # With a filter, still without the item itself.
+    body = client.get("/v1/items/12/similar?k=3&category=Action").json()
+    attrs = catalogue.attributes
+    keep = lambda i: attrs[i]["category"] == "Action" and i != "12"  # noqa: E731
+    assert ids(body) == catalogue.exact(2, catalogue.vectors[2][row], 3, keep=keep)
+
+
+def test_similar_items_of_an_item_only_in_an_older_version(client, catalogue):
+    item = catalogue.only_v1[0]
+    body = client.get(f"/v1/items/{item}/similar?k=4").json()
+    assert body["source"] == "older-version" and body["model_version"] == 1
+    row = catalogue.ids.index(item)
+    assert ids(body) == catalogue.exact(1, catalogue.vectors[1][row], 5)[1:]
+
+
+def test_similar_items_of_an_unknown_item_are_popular(client, store):
+    store.add_views({"3": 5, "no-such-item": 9})
+    wait_popular(client, ["no-such-item", "3"])
+    body = client.get("/v1/items/no-such-item/similar?k=3").json()
+    assert body["source"] == "popular" and ids(body) == ["3"]
+
+
+def test_recent_views_with_titles(client, store, catalogue):
+    put_user(store, "u-recent", {2: catalogue.vectors[2][1]}, recent=["4", "2", "no-such"])
+    r = client.get("/v1/users/u-recent/recent-views")
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "items": [
+            {"id": "4", "title": "Film 4"},
+            {"id": "2", "title": "Film 2"},
+            {"id": "no-such", "title": None},
+        ],
+        "degraded": False,
+        "reasons": [],
+    }
+    assert client.get("/v1/users/nobody/recent-views").json()["items"] == []
+
+
+def test_homepage_renders_recent_views_and_recommendations(client, store, catalogue):
+    put_user(store, "u-page", {2: catalogue.vectors[2][30]}, recent=["31"])
+    r = client.get("/?user=u-page")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    html = r.text
+    assert "Based on your recent views" in html and 'data-user="u-page"' in html
+    assert 'id="recent-list"' in html and "Film 31" in html
+    expected = catalogue.exact(2, catalogue.vectors[2][30], 10, keep=lambda i: i != "31")
+    assert re.findall(r'<li class="item" data-item-id="([^"]+)">\s*<button', html) == expected
+    assert client.get("/static/home.js").status_code == 200
+    # No user: a form; a bad one: a 422 like the API's.
+    assert 'name="user"' in client.get("/").text
+    error(client.get("/?user=%20x"), 422, "invalid_request")
+
+
+def test_a_title_is_escaped_on_the_page(client, store, settings):
+    # A seller's title never becomes markup (autoescaping): checked on the recent-views list.
+    import httpx
+
+    from tests.recommender_app.cluster import AUTH, DIM
+
+    evil = "<script>alert(1)</script>"
+    item = {"id": "evil", "vector": [1.0] * DIM, "attributes": {"title": evil}}
+    r = httpx.post(
+        f"{settings.app.gateway_url}/v1/indexes/items/upsert",
+        json={"items": [item], "model_version": 2},
+        headers=AUTH,
+        trust_env=False,
+    )
+    assert r.status_code == 200, r.text
+    put_user(store, "u-evil", {2: [1.0] * DIM}, recent=["evil"])
+    html = client.get("/?user=u-evil").text
+    assert evil not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_healthz_and_metrics(client, store, catalogue):
+    put_user(store, "u-metrics", {2: catalogue.vectors[2][0]})
+    client.get("/v1/users/u-metrics/recommendations")
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["live_versions"] == [1, 2]
+    text = client.get("/metrics").text
+    assert 'nrtrec_app_answers_total{endpoint="recommendations",source="personalized"}' in text
+    assert 'nrtrec_app_stage_seconds_count{endpoint="recommendations",stage="store"}' in text
+    assert 'route="/v1/users/{user_id}/recommendations",status="200"' in text
