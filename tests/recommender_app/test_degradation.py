@@ -1,0 +1,239 @@
+"""Degradation: a slow or stopped store, a slow or dead shard, no gateway at all. The app
+answers within its deadline with what is available and says so (``degraded``, ``reasons``);
+never a 500. Real servers, deliberately stopped: a Redis of the test's own (SIGSTOP hangs it,
+SIGKILL ends it) and query nodes of this module's own cluster."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from nrtrec.recommender_app import create_app
+from nrtrec.schemas.partitioning import ShardMap
+from nrtrec.user_store import open_store
+from tests.conftest import free_port
+from tests.recommender_app.cluster import (
+    PARTITIONS,
+    Cluster,
+    load_catalogue,
+    put_user,
+    start_cluster,
+    store_settings,
+)
+
+pytestmark = pytest.mark.integration
+
+DEADLINE_S = 0.3
+
+
+@pytest.fixture
+def own_redis(tmp_path) -> Iterator[subprocess.Popen]:
+    """A Redis of this test's own, to hang or kill."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    process.port = port  # type: ignore[attr-defined]
+    client = redis.Redis(port=port, socket_timeout=1)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGCONT)
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def own_cluster(tmp_path_factory, catalogue) -> Iterator[Cluster]:
+    """Two shards of this module's own: tests here stop them."""
+    c = start_cluster(tmp_path_factory.mktemp("degradation-cluster"))
+    try:
+        load_catalogue(c.gateway.url, catalogue)
+        yield c
+    finally:
+        c.close()
+
+
+def app_for(redis_port: int, gateway_url: str, **app: object):
+    given = {"deadline_s": DEADLINE_S, "popular_refresh_s": 0.1, "versions_ttl_s": 0.1, **app}
+    settings = store_settings(f"redis://127.0.0.1:{redis_port}/0", gateway_url=gateway_url, **given)
+    return settings, TestClient(create_app(settings))
+
+
+def timed_get(client: TestClient, path: str) -> tuple[dict, float]:
+    start = time.monotonic()
+    r = client.get(path)
+    elapsed = time.monotonic() - start
+    assert r.status_code == 200, r.text
+    return r.json(), elapsed
+
+
+def wait_for(condition, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def ids(body: dict) -> list[str]:
+    return [item["id"] for item in body["items"]]
+
+
+def test_a_hung_store_gives_cached_popular_items_within_the_deadline(
+    own_redis, own_cluster, catalogue
+):
+    settings, app = app_for(own_redis.port, own_cluster.gateway.url)
+    with open_store(settings) as store, app as client:
+        put_user(store, "u1", {2: catalogue.vectors[2][0]})
+        store.add_views({"5": 3, "6": 2})
+        wait_for(lambda: ids(client.get("/v1/users/nobody/recommendations").json()) == ["5", "6"])
+        assert client.get("/v1/users/u1/recommendations").json()["source"] == "personalized"
+
+        own_redis.send_signal(signal.SIGSTOP)  # Redis hangs: accepts nothing, answers nothing
+        try:
+            for path in ("/v1/users/u1/recommendations", "/v1/users/nobody/recommendations"):
+                body, elapsed = timed_get(client, path)
+                assert elapsed < DEADLINE_S + 0.2, elapsed
+                assert body["source"] == "popular" and ids(body) == ["5", "6"]
+                assert body["degraded"] is True
+                assert body["reasons"][0].startswith("store_unavailable:"), body["reasons"]
+            # The page still renders, with what there is.
+            r = client.get("/?user=u1")
+            assert r.status_code == 200 and "Some results may be missing" in r.text
+            wait_for(lambda: client.get("/healthz").json()["status"] == "degraded")
+        finally:
+            own_redis.send_signal(signal.SIGCONT)
+        wait_for(
+            lambda: client.get("/v1/users/u1/recommendations").json()["source"] == "personalized"
+        )
+        assert client.get("/v1/users/u1/recommendations").json()["degraded"] is False
+
+
+def test_a_dead_store_gives_popular_items_and_says_so(own_redis, own_cluster, catalogue):
+    settings, app = app_for(own_redis.port, own_cluster.gateway.url)
+    with open_store(settings) as store, app as client:
+        put_user(store, "u1", {2: catalogue.vectors[2][0]})
+        store.add_views({"9": 1})
+        wait_for(lambda: ids(client.get("/v1/users/nobody/recommendations").json()) == ["9"])
+        own_redis.kill()
+        own_redis.wait()
+        body, elapsed = timed_get(client, "/v1/users/u1/recommendations")
+        assert elapsed < DEADLINE_S + 0.2
+        assert body["source"] == "popular" and ids(body) == ["9"] and body["degraded"] is True
+        assert body["reasons"][0].startswith("store_unavailable:")
+        body = client.get("/v1/users/u1/recent-views").json()
+        assert body["items"] == [] and body["degraded"] is True
+
+
+def test_a_store_down_from_the_start_still_answers(own_cluster):
+    # Nothing ever listened there: no popular items either, and the answer says why.
+    _, app = app_for(free_port(), own_cluster.gateway.url)
+    with app as client:
+        body, elapsed = timed_get(client, "/v1/users/u1/recommendations")
+        assert elapsed < DEADLINE_S + 0.2
+        assert body == {
+            "items": [],
+            "model_version": None,
+            "source": "popular",
+            "degraded": True,
+            "reasons": body["reasons"],
+        }
+        assert [r.split(":")[0] for r in body["reasons"]] == ["store_unavailable"] * 2
+
+
+def test_no_gateway_gives_popular_items_and_says_so(own_redis, catalogue):
+    settings, app = app_for(own_redis.port, f"http://127.0.0.1:{free_port()}")
+    with open_store(settings) as store, app as client:
+        put_user(store, "u1", {2: catalogue.vectors[2][0]})
+        store.add_views({"3": 1})
+        wait_for(lambda: ids(client.get("/v1/users/nobody/recommendations").json()) == ["3"])
+        for path in ("/v1/users/u1/recommendations", "/v1/items/3/similar"):
+            body, elapsed = timed_get(client, path)
+            assert elapsed < DEADLINE_S + 0.2
+            assert body["source"] == "popular" and body["degraded"] is True
+            assert body["reasons"][0].startswith("search_unavailable:"), body["reasons"]
+        # Popular items have no titles without the gateway, but they are there.
+        assert ids(body) == [] and "title" not in body  # the item itself is left out
+        assert ids(client.get("/v1/users/u1/recommendations").json()) == ["3"]
+
+
+def test_a_hung_shard_answers_within_the_deadline(own_redis, own_cluster, catalogue):
+    """The gateway waits 0.5 s for a shard; the app waits less (search_timeout_s 0.1 s)
+    and answers popular items; with more patience it gets the other shard's items."""
+    node = own_cluster.nodes[1]
+    settings, app = app_for(own_redis.port, own_cluster.gateway.url, search_timeout_s=0.1)
+    with open_store(settings) as store, app as client:
+        put_user(store, "u1", {2: catalogue.vectors[2][0]})
+        store.add_views({"3": 1})
+        wait_for(lambda: ids(client.get("/v1/users/nobody/recommendations").json()) == ["3"])
+        node.process.send_signal(signal.SIGSTOP)
+        try:
+            body, elapsed = timed_get(client, "/v1/users/u1/recommendations")
+            assert elapsed < DEADLINE_S + 0.2
+            assert body["source"] == "popular" and body["degraded"] is True
+            assert body["reasons"][0].startswith("search_unavailable:")
+        finally:
+            node.process.send_signal(signal.SIGCONT)
+    # The same store (and key prefix), more patience.
+    patient = settings.app.model_copy(update={"search_timeout_s": 1.5, "deadline_s": 2.0})
+    with TestClient(create_app(settings.model_copy(update={"app": patient}))) as client:
+        node.process.send_signal(signal.SIGSTOP)
+        try:
+            body = client.get("/v1/users/u1/recommendations").json()
+        finally:
+            node.process.send_signal(signal.SIGCONT)
+        assert body["source"] == "personalized" and body["degraded"] is True, body
+        assert body["reasons"][0].startswith("partial_results: shard(s) [1]")
+
+
+def test_a_dead_shard_gives_the_other_shards_items_and_says_so(own_redis, own_cluster, catalogue):
+    """Runs last: it kills a node of the module's cluster."""
+    settings, app = app_for(own_redis.port, own_cluster.gateway.url)
+    shard_map = ShardMap.of(2, PARTITIONS)
+    query = catalogue.vectors[2][0]
+    with open_store(settings) as store, app as client:
+        put_user(store, "u1", {2: query}, recent=["1"])
+        assert client.get("/v1/users/u1/recommendations").json()["degraded"] is False
+        own_cluster.nodes[1].kill()
+        body, elapsed = timed_get(client, "/v1/users/u1/recommendations?k=5")
+        assert elapsed < DEADLINE_S + 0.2
+        assert body["source"] == "personalized" and body["degraded"] is True
+        assert body["reasons"][0].startswith("partial_results: shard(s) [1]")
+        on_shard0 = lambda i: shard_map.shard_for(i) == 0 and i != "1"  # noqa: E731
+        assert ids(body) == catalogue.exact(2, query, 5, keep=on_shard0)
+        # Similar items of an item on the live shard: partial too; of one on the dead shard:
+        # its vector cannot be read, so popular items, saying why.
+        item0 = next(i for i in catalogue.ids if shard_map.shard_for(i) == 0)
+        item1 = next(i for i in catalogue.ids if shard_map.shard_for(i) == 1)
+        body = client.get(f"/v1/items/{item0}/similar").json()
+        assert body["source"] == "personalized" and body["degraded"] is True
+        body = client.get(f"/v1/items/{item1}/similar").json()
+        assert body["source"] == "popular" and body["degraded"] is True
+        assert body["reasons"][0].startswith("search_unavailable:")
+        assert "shard 1: no replica answered" in body["reasons"][0]
+        assert "partial_results" in client.get("/metrics").text

@@ -1,0 +1,133 @@
+"""``POST /v1/events``: clicks published to a real Kafka broker, keyed by user id."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient, NewTopic
+from fastapi.testclient import TestClient
+
+from nrtrec.recommender_app import create_app
+from nrtrec.schemas import ClickEvent, decode
+from tests.conftest import free_port
+from tests.recommender_app.cluster import with_kafka
+
+pytestmark = pytest.mark.integration
+
+
+def make_topic(bootstrap: str) -> str:
+    """A topic of this test's own: other tests may read the contract's ``clicks``."""
+    topic = f"clicks-app-test-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result()
+    deadline = time.monotonic() + 30
+    while topic not in admin.list_topics(timeout=5).topics:
+        assert time.monotonic() < deadline, f"topic {topic} not served"
+        time.sleep(0.1)
+    return topic
+
+
+def consume(bootstrap: str, topic: str, n: int, timeout_s: float = 30.0) -> list:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"app-test-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([topic])
+    got = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(got) < n and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                got.append(message)
+    finally:
+        consumer.close()
+    return got
+
+
+@pytest.fixture(scope="module")
+def kafka(stack) -> str:
+    return stack.kafka()
+
+
+@pytest.fixture
+def topic(kafka) -> str:
+    return make_topic(kafka)
+
+
+@pytest.fixture
+def client(settings, store, kafka, topic):
+    settings = with_kafka(settings, kafka)
+    settings.app.clicks_topic = topic
+    with TestClient(create_app(settings, store=store)) as c:
+        yield c
+
+
+def error(response, status: int, code: str) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "detail"} and body["error"] == code, body
+    assert "Traceback" not in body["detail"]
+    return body["detail"]
+
+
+def test_a_click_is_published_keyed_by_user_after_the_broker_acknowledged(client, kafka, topic):
+    before = time.time_ns() // 1_000_000
+    r = client.post("/v1/events", json={"user_id": "u1", "item_id": "42"})
+    assert r.status_code == 202, r.text
+    body = r.json()
+    event = body["event"]
+    # Filled in: a uuid4, now, and "click".
+    assert uuid.UUID(event["event_id"]).version == 4
+    assert before <= event["ts"] <= time.time_ns() // 1_000_000
+    assert event["action"] == "click" and body["topic"] == topic and body["offset"] >= 0
+    full = {"event_id": "e-2", "user_id": "u1", "item_id": "7", "action": "purchase", "ts": 5}
+    r = client.post("/v1/events", json=full)
+    assert r.status_code == 202 and r.json()["event"] == full
+    messages = consume(kafka, topic, 2)
+    assert [m.key() for m in messages] == [b"u1", b"u1"]
+    assert messages[0].partition() == messages[1].partition() == body["partition"]
+    assert [decode(ClickEvent, m.value()) for m in messages] == [
+        ClickEvent(**event),
+        ClickEvent(**full),
+    ]
+    assert 'nrtrec_app_events_total{outcome="published"} 2.0' in client.get("/metrics").text
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"item_id": "1"}, "user_id: Field required"),
+        ({"user_id": "u", "item_id": "1", "action": "poke"}, "action: Input should be"),
+        ({"user_id": "u", "item_id": " 1"}, "item_id: String should match pattern"),
+        ({"user_id": "u", "item_id": "1", "ts": -1}, "ts: Input should be greater than"),
+        ({"user_id": "u", "item_id": "1", "colour": "red"}, "colour: Extra inputs"),
+        ([1, 2], "Input should be a valid dictionary"),
+    ],
+)
+def test_a_bad_event_is_422_and_not_published(client, body, says):
+    assert says in error(client.post("/v1/events", json=body), 422, "invalid_request")
+
+
+def test_malformed_json_is_422(client):
+    r = client.post(
+        "/v1/events", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert "JSON decode error" in error(r, 422, "invalid_request")
+
+
+def test_without_a_broker_the_event_is_a_503_in_bounded_time(settings, store):
+    settings.app.kafka_bootstrap = f"127.0.0.1:{free_port()}"
+    settings.app.event_timeout_s = 0.5
+    with TestClient(create_app(settings, store=store)) as client:
+        start = time.monotonic()
+        r = client.post("/v1/events", json={"user_id": "u1", "item_id": "1"})
+        assert time.monotonic() - start < 2.0
+        assert "did not acknowledge" in error(r, 503, "broker_unavailable")
+        assert 'nrtrec_app_events_total{outcome="failed"} 1.0' in client.get("/metrics").text
