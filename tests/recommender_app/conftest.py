@@ -41,9 +41,17 @@ def redis_url(stack) -> str:
 
 @pytest.fixture
 def settings(redis_url: str, cluster: Cluster) -> Settings:
-    """A key prefix of its own per test: users and popular items start empty."""
+    """A key prefix of its own per test: users and popular items start empty. Generous
+    timeouts: these tests check answers, not timing, on a machine others share (the
+    degradation tests set tight ones)."""
     return store_settings(
-        redis_url, gateway_url=cluster.gateway.url, popular_refresh_s=0.2, versions_ttl_s=0.2
+        redis_url,
+        gateway_url=cluster.gateway.url,
+        popular_refresh_s=0.2,
+        versions_ttl_s=0.2,
+        store_timeout_s=2.0,
+        search_timeout_s=2.0,
+        deadline_s=5.0,
     )
 
 
