@@ -13,6 +13,7 @@ import typer
 from nrtrec import logs
 from nrtrec.inference.cli import models_app
 from nrtrec.settings import Settings
+from nrtrec.streaming.cli import bulk_command
 
 app = typer.Typer(
     help="nrtrec: near-real-time recommendations. Settings come from NRTREC_* variables.",
@@ -22,6 +23,7 @@ app = typer.Typer(
 schemas_app = typer.Typer(help="JSON Schema files generated from the topic records.")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(models_app, name="models")
+app.command("bulk")(bulk_command)
 
 
 def _runner():

@@ -218,6 +218,16 @@ class StreamingSettings(BaseModel):
     flush_ms: int = Field(default=20, ge=1, description="encoder batch: flush after this wait")
     bundle_time_ms: int = Field(default=10, ge=1, description="python.fn-execution.bundle.time")
     replay_rate: float = Field(default=200.0, gt=0, description="demo clicks per second")
+    # None: the contract topics (schemas.Topic); tests point the jobs and the bulk backfill at
+    # topics of their own.
+    listings_topic: str | None = None
+    item_deltas_topic: str | None = None
+    dead_letters_topic: str | None = None
+    # The bulk backfill (`nrtrec bulk`): None means <run_dir>/bulk.
+    bulk_dir: Path | None = None
+    bulk_load_timeout_s: float = Field(
+        default=120.0, gt=0, description="one query node reading and swapping in a snapshot"
+    )
 
 
 class AppSettings(BaseModel):

@@ -1,0 +1,83 @@
+"""Command-line entry points of the streaming package, registered on ``nrtrec`` (nrtrec/cli.py).
+
+``nrtrec bulk``: the bulk backfill (streaming/bulk.py), with a progress bar on stderr so that
+stdout carries only the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def bulk_command(
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(help="where snapshots and bulk.json go; default <run_dir>/bulk"),
+    ] = None,
+    load: Annotated[
+        bool,
+        typer.Option(help="swap the snapshots into the query nodes (gateway.shards or local)"),
+    ] = False,
+    version: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="encoder version; default inference.model_version, else the newest"
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print bulk.json's content")] = False,
+) -> None:
+    """Embed the whole catalogue (listings up to now) and build one index snapshot per shard.
+
+    Delta mode continues from the listings offsets in <out-dir>/bulk.json, and the query nodes
+    replay item-deltas from each snapshot's offsets, so no change in between is lost."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from nrtrec.inference.errors import InferenceError
+    from nrtrec.settings import Settings
+    from nrtrec.streaming.bulk import BulkError, load_snapshots, run_bulk
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    settings = Settings()
+    console = Console(stderr=True)
+    try:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as bar:
+            tasks: dict[str, int] = {}
+
+            def progress(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=total)
+                bar.update(tasks[stage], completed=done, total=total)
+
+            manifest = run_bulk(settings, out_dir, version, progress)
+        loaded = load_snapshots(settings, manifest) if load else []
+    except (BulkError, InferenceError) as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+
+    if as_json:
+        typer.echo(manifest.model_dump_json())
+        return
+    typer.echo(
+        f"bulk: {manifest.items} items (encoder v{manifest.model_version}), "
+        f"{manifest.deleted} deleted, {manifest.dead_letters} dead letter(s), "
+        f"{manifest.seconds:.1f} s"
+    )
+    typer.echo(f"bulk: listings offsets {json.dumps(manifest.listings_offsets)}")
+    for shard in manifest.shards:
+        typer.echo(f"bulk: shard {shard.shard}: {shard.count} items in {shard.snapshot_path}")
+    for node in loaded:
+        typer.echo(f"bulk: {node.url} serves shard {node.shard} ({node.count} items)")
