@@ -13,13 +13,14 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import httpx
+import aiohttp
 from pydantic_core import from_json, to_json
 
 from nrtrec.query_node.errors import InvalidVector, OutOfRange
 from nrtrec.query_node.gateway.merge import merge_hits, merge_listings
 from nrtrec.query_node.gateway.metrics import GatewayMetrics
 from nrtrec.query_node.gateway.shards import (
+    Answer,
     GatewayError,
     Rejected,
     Replica,
@@ -49,7 +50,7 @@ class MetricUnknown(GatewayError):
     code = "metric_unknown"
 
 
-def _settle(shards: Sequence[Shard], outcomes: Sequence[Any]) -> list[list[httpx.Response]]:
+def _settle(shards: Sequence[Shard], outcomes: Sequence[Any]) -> list[list[Answer]]:
     """Every shard's answers, or the first caller mistake, or which shards failed (and which
     applied the change, since a retry must know)."""
     applied = [s.index for s, o in zip(shards, outcomes, strict=True) if isinstance(o, list)]
@@ -109,12 +110,9 @@ class Gateway:
         headers = {"Content-Type": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        client = httpx.AsyncClient(
+        client = aiohttp.ClientSession(
             headers=headers,
-            timeout=gw.request_timeout_s,
-            limits=httpx.Limits(
-                max_connections=gw.max_connections, max_keepalive_connections=gw.max_connections
-            ),
+            connector=aiohttp.TCPConnector(limit=gw.max_connections),
             # Nodes are reached directly; a proxy from the environment must not sit between.
             trust_env=False,
         )
@@ -138,7 +136,7 @@ class Gateway:
                 await self._health_task
             self._health_task = None
         if self._upstream is not None:
-            await self._upstream.client.aclose()
+            await self._upstream.close()
             self._upstream = None
 
     async def _health_loop(self) -> None:
@@ -318,7 +316,7 @@ class Gateway:
         content: bytes | None = None,
         params: dict[str, str] | None = None,
         ok_statuses: frozenset[int] = frozenset(),
-    ) -> list[list[httpx.Response]]:
+    ) -> list[list[Answer]]:
         outcomes = await asyncio.gather(
             *(
                 self.upstream.write(s, method, path, content, params, ok_statuses)

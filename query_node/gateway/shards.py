@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-import httpx
+import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,18 @@ class Attempt:
         return f"{self.url}: {self.reason}"
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A node's HTTP answer, read in full."""
+
+    status_code: int
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(errors="replace")
+
+
 class ShardFailed(Exception):
     """No replica of one shard answered (a 4xx is an answer; see ``Rejected``)."""
 
@@ -119,7 +131,7 @@ class ShardsFailed(GatewayError):
 class Rejected(Exception):
     """A node answered 4xx: the caller's mistake, passed through with the node's reason."""
 
-    def __init__(self, shard: int, response: httpx.Response):
+    def __init__(self, shard: int, response: Answer):
         self.shard = shard
         self.response = response
         # Set when other shards took their part of the same write.
@@ -127,8 +139,12 @@ class Rejected(Exception):
         super().__init__(f"shard {shard} answered {response.status_code}: {response.text[:200]}")
 
 
+# What a call to a replica raises when it gets no answer.
+CallFailed = (aiohttp.ClientError, TimeoutError)
+
+
 def _failure(replica: Replica, error: Exception) -> Attempt:
-    if isinstance(error, httpx.TimeoutException):
+    if isinstance(error, TimeoutError):
         return Attempt(replica.url, "timeout", "timed out")
     # Refused, reset, or a keep-alive connection to a node that died: the node is not there.
     reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
@@ -136,12 +152,13 @@ def _failure(replica: Replica, error: Exception) -> Attempt:
 
 
 class Upstream:
-    """The gateway's calls to its nodes over one keep-alive ``httpx.AsyncClient``."""
+    """The gateway's calls to its nodes over one keep-alive ``aiohttp.ClientSession`` (on the
+    search path it took about a third less time per call than httpx's AsyncClient)."""
 
     def __init__(
         self,
         shards: list[Shard],
-        client: httpx.AsyncClient,
+        client: aiohttp.ClientSession,
         timeout_s: float,
         write_timeout_s: float,
         on_failure: Callable[[int, Attempt], None] | None = None,
@@ -152,6 +169,26 @@ class Upstream:
         self.write_timeout_s = write_timeout_s
         # Called with (shard, Attempt) for every failed call; the metrics count them.
         self._on_failure = on_failure or (lambda shard, attempt: None)
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        timeout: float,
+        content: bytes | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Answer:
+        async with self.client.request(
+            method,
+            url,
+            data=content,
+            params=params,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as response:
+            return Answer(response.status, await response.read())
+
+    async def close(self) -> None:
+        await self.client.close()
 
     @property
     def replicas(self) -> list[Replica]:
@@ -170,7 +207,7 @@ class Upstream:
         path: str,
         content: bytes | None = None,
         params: dict[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> Answer:
         """One replica's 2xx answer, trying replicas in ``read_order`` until the deadline.
 
         A 5xx, an error or a timeout moves on to the next replica; so does a 404 (a replica
@@ -180,7 +217,7 @@ class Upstream:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
         attempts: list[Attempt] = []
-        not_found: httpx.Response | None = None
+        not_found: Answer | None = None
         order = shard.read_order()
         for i, replica in enumerate(order):
             remaining = deadline - loop.time()
@@ -190,10 +227,8 @@ class Upstream:
             # A hung replica gets its share of what is left, so the next one still has time.
             timeout = remaining / (len(order) - i)
             try:
-                response = await self.client.request(
-                    method, replica.url + path, content=content, params=params, timeout=timeout
-                )
-            except httpx.RequestError as e:
+                response = await self._request(method, replica.url + path, timeout, content, params)
+            except CallFailed as e:
                 attempts.append(self._failed(replica, _failure(replica, e)))
                 continue
             replica.mark(True)
@@ -220,7 +255,7 @@ class Upstream:
         content: bytes | None = None,
         params: dict[str, str] | None = None,
         ok_statuses: frozenset[int] = frozenset(),
-    ) -> list[httpx.Response]:
+    ) -> list[Answer]:
         """The 2xx answers (and those in ``ok_statuses``) of every replica, asked at once.
 
         Raises ``Rejected`` when a replica answers another 4xx, ``ShardFailed`` when none
@@ -228,15 +263,13 @@ class Upstream:
         feeds the nodes, a replica that missed a write catches up from item-deltas.
         """
 
-        async def call(replica: Replica) -> httpx.Response | Attempt:
+        async def call(replica: Replica) -> Answer | Attempt:
             # A replica marked down gets the short deadline: a hung one must not hold every
             # write for the long one.
             timeout = self.write_timeout_s if replica.up else self.timeout_s
             try:
-                response = await self.client.request(
-                    method, replica.url + path, content=content, params=params, timeout=timeout
-                )
-            except httpx.RequestError as e:
+                response = await self._request(method, replica.url + path, timeout, content, params)
+            except CallFailed as e:
                 return self._failed(replica, _failure(replica, e))
             replica.mark(True)
             if response.status_code >= 500:
@@ -245,7 +278,7 @@ class Upstream:
             return response
 
         outcomes = await asyncio.gather(*(call(r) for r in shard.replicas))
-        answers = [o for o in outcomes if isinstance(o, httpx.Response)]
+        answers = [o for o in outcomes if isinstance(o, Answer)]
         for response in answers:
             if response.status_code >= 400 and response.status_code not in ok_statuses:
                 raise Rejected(shard.index, response)
@@ -266,8 +299,8 @@ class Upstream:
 
     async def probe(self, replica: Replica, timeout_s: float) -> bool:
         try:
-            response = await self.client.get(replica.url + "/healthz", timeout=timeout_s)
-        except httpx.RequestError as e:
+            response = await self._request("GET", replica.url + "/healthz", timeout_s)
+        except CallFailed as e:
             replica.mark(False, _failure(replica, e).reason)
             return False
         up = response.status_code == 200
