@@ -168,6 +168,10 @@ class GatewaySettings(BaseModel):
     max_connections: int = Field(default=256, ge=1, description="open connections to all nodes")
     access_log: bool = False
 
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
 
 class UserStoreSettings(BaseModel):
     """The online store of user vectors (Redis by default; Couchbase as the design card says)."""
@@ -218,8 +222,11 @@ class StreamingSettings(BaseModel):
     flush_ms: int = Field(default=20, ge=1, description="encoder batch: flush after this wait")
     bundle_time_ms: int = Field(default=10, ge=1, description="python.fn-execution.bundle.time")
     replay_rate: float = Field(default=200.0, gt=0, description="demo clicks per second")
+    gateway_url: str | None = Field(default=None, description="item vectors; None: the gateway")
+    item_cache_ttl_s: float = Field(default=30.0, ge=0, description="item vectors kept this long")
     # None: the contract topics (schemas.Topic); tests point the jobs and the bulk backfill at
     # topics of their own.
+    clicks_topic: str | None = None
     listings_topic: str | None = None
     item_deltas_topic: str | None = None
     dead_letters_topic: str | None = None
@@ -303,3 +310,30 @@ class Settings(BaseSettings):
     inference: InferenceSettings = InferenceSettings()
     streaming: StreamingSettings = StreamingSettings()
     app: AppSettings = AppSettings()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``settings`` as the NRTREC_* variables that rebuild it in a child process.
+
+    The local runner starts nrtrec's own processes (query nodes, gateway, app) with these, so a
+    stack started from code (tests, benchmarks) runs its children on exactly its own settings.
+    """
+    import json
+
+    env: dict[str, str] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(f"{prefix}{name.upper()}__", getattr(value, name))
+            return
+        key = prefix[:-2]
+        if value is None:
+            return
+        if isinstance(value, str | int | float | Path) and not isinstance(value, bool):
+            env[key] = str(value)
+        else:
+            env[key] = json.dumps(value, default=str)
+
+    walk("NRTREC_", settings)
+    return env

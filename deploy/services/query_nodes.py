@@ -9,7 +9,7 @@ import httpx
 
 from nrtrec.deploy.services.base import Process, Service
 from nrtrec.schemas.partitioning import ShardMap
-from nrtrec.settings import Settings
+from nrtrec.settings import Settings, settings_env
 
 
 def _nrtrec() -> str:
@@ -59,8 +59,11 @@ class QueryNodeService(Service):
             "--kafka", self.settings.kafka.bootstrap_servers,
             "--partitions", partitions,
         ]  # fmt: skip
-        # The token travels in the environment, not in argv where `ps` shows it.
-        env = {"NRTREC_QUERY_NODE_TOKEN": self.settings.token} if self.settings.token else {}
+        # The token travels in the environment, not in argv where `ps` shows it; so do the
+        # rest of the settings, so the node runs on exactly this runner's.
+        env = settings_env(self.settings)
+        if self.settings.token:
+            env["NRTREC_QUERY_NODE_TOKEN"] = self.settings.token
         return [Process(self.name, argv, env=env)]
 
     def ports(self) -> list[int]:
@@ -87,7 +90,9 @@ class GatewayService(Service):
         argv += ["--num-partitions", str(self.settings.kafka.partitions)]
         for shard in range(self.settings.local.query_node_shards):
             argv += ["--shard", shard_url(self.settings, shard)]
-        env = {"NRTREC_GATEWAY_TOKEN": self.settings.token} if self.settings.token else {}
+        env = settings_env(self.settings)
+        if self.settings.token:
+            env["NRTREC_GATEWAY_TOKEN"] = self.settings.token
         return [Process(self.name, argv, env=env)]
 
     def ports(self) -> list[int]:

@@ -1,0 +1,109 @@
+"""The item-embedding job's work on one batch: listings in, ``item-deltas`` out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from confluent_kafka import Producer
+
+from nrtrec.inference.client import Encoder
+from nrtrec.inference.errors import BadEncoderInput
+from nrtrec.schemas import DeadLetter, ItemDelta, ListingEvent, ListingOp, Topic, encode
+from nrtrec.streaming.attributes import listing_attributes
+from nrtrec.streaming.errors import StreamingError
+
+
+@dataclass(frozen=True)
+class PublishReport:
+    upserts: int
+    deletes: int
+    dead_letters: list[DeadLetter]
+    versions: list[int]
+
+
+class ItemDeltaPublisher:
+    """Publishes one delta per listing and served model version, keyed by item id.
+
+    Every version Triton serves gets the change, so that an index being built for a new
+    version stays as current as the live one. Deltas are delivered (flushed) before ``publish``
+    returns: the job's checkpoint that follows covers them.
+    """
+
+    def __init__(self, encoder: Encoder, producer: Producer, topic: str = Topic.ITEM_DELTAS):
+        self.encoder = encoder
+        self.producer = producer
+        self.topic = str(topic)
+
+    def publish(
+        self, listings: Mapping[str, ListingEvent], versions: list[int] | None = None
+    ) -> PublishReport:
+        versions = versions or self.encoder.versions()
+        if not versions:
+            raise StreamingError("no encoder version is served; load one on Triton")
+        upserts = [x for x in listings.values() if x.op is ListingOp.UPSERT]
+        deletes = [x for x in listings.values() if x.op is ListingOp.DELETE]
+        dead: list[DeadLetter] = []
+        deltas: list[ItemDelta] = []
+        for version in versions:
+            encodable, vectors = self._encode(
+                upserts, version, dead if version == versions[0] else []
+            )
+            for listing, vector in zip(encodable, vectors, strict=True):
+                deltas.append(
+                    ItemDelta(
+                        op=ListingOp.UPSERT,
+                        item_id=listing.item_id,
+                        model_version=version,
+                        vector=vector.tolist(),
+                        attributes=listing_attributes(listing),
+                        source_ts=listing.ts,
+                    )
+                )
+            for listing in deletes:
+                deltas.append(
+                    ItemDelta(
+                        op=ListingOp.DELETE,
+                        item_id=listing.item_id,
+                        model_version=version,
+                        source_ts=listing.ts,
+                    )
+                )
+        errors: list[str] = []
+        for delta in deltas:
+            self.producer.produce(
+                self.topic,
+                key=delta.item_id.encode(),
+                value=encode(delta),
+                on_delivery=lambda err, _msg: errors.append(str(err)) if err else None,
+            )
+            self.producer.poll(0)
+        left = self.producer.flush(30)
+        if left or errors:
+            raise StreamingError(
+                f"{left} item deltas undelivered, errors: {errors[:3]}; the job retries the batch"
+            )
+        return PublishReport(len(upserts), len(deletes), dead, versions)
+
+    def _encode(self, listings: list[ListingEvent], version: int, dead: list[DeadLetter]):
+        if not listings:
+            return [], []
+        try:
+            return listings, self.encoder.encode_listings(listings, version).vectors
+        except BadEncoderInput:
+            pass
+        # One listing the encoder cannot take must not hold back the rest: find it alone.
+        kept, vectors = [], []
+        for listing in listings:
+            try:
+                vectors.append(self.encoder.encode_listings([listing], version).vectors[0])
+                kept.append(listing)
+            except BadEncoderInput as e:
+                dead.append(
+                    DeadLetter(
+                        source_topic=Topic.LISTINGS.value,
+                        error=f"item tower rejected the listing: {e}",
+                        payload=listing.model_dump_json(exclude_none=True),
+                    )
+                )
+        return kept, vectors

@@ -1,0 +1,1 @@
+"""PyFlink job scripts, submitted with ``bin/flink run -py`` (see ``nrtrec.streaming.submit``)."""

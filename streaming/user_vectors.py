@@ -1,0 +1,70 @@
+"""The user-embedding job's work on one batch: histories in, stored user vectors out."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from nrtrec.inference.client import Encoder
+from nrtrec.schemas import UserVector
+from nrtrec.streaming.history import History
+from nrtrec.streaming.item_lookup import ItemVectorLookup
+from nrtrec.user_store import UserVectorStore
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    written: int
+    stale: int
+    without_vectors: int  # none of the user's recent items has a vector yet
+    model_version: int | None
+
+
+class UserVectorWriter:
+    def __init__(self, encoder: Encoder, store: UserVectorStore, items: ItemVectorLookup):
+        self.encoder = encoder
+        self.store = store
+        self.items = items
+
+    def write(self, histories: Mapping[str, History], version: int | None = None) -> BatchReport:
+        """Encode every user's history with the newest served version and store the vectors.
+
+        A user whose recent items all lack vectors (listings not embedded yet) is skipped; the
+        next click after they are embedded writes the vector. Encoder and store failures
+        propagate: the job then restarts from its checkpoint and redoes the batch.
+        """
+        if not histories:
+            return BatchReport(0, 0, 0, None)
+        version = self.encoder.resolve(version)
+        wanted = {item for h in histories.values() for item in h.item_ids}
+        vectors = self.items.vectors(wanted, version)
+        users, inputs = [], []
+        for user_id, history in histories.items():
+            known = [vectors[i] for i in history.item_ids if i in vectors]
+            if known:
+                users.append(user_id)
+                inputs.append(known)
+        written = stale = 0
+        if users:
+            embeddings = self.encoder.encode_users(inputs, version)
+            now = int(time.time() * 1000)
+            for user_id, vector in zip(users, embeddings.vectors, strict=True):
+                history = histories[user_id]
+                record = UserVector(
+                    user_id=user_id,
+                    model_version=embeddings.model_version,
+                    vector=vector.tolist(),
+                    source_ts=history.newest_ts,
+                    updated_ts=now,
+                )
+                if self.store.put(record, recent_items=history.item_ids):
+                    written += 1
+                else:
+                    stale += 1
+        return BatchReport(written, stale, len(histories) - len(users), version)
+
+    def count_views(self, items: Counter[str]) -> None:
+        if items:
+            self.store.add_views(items)

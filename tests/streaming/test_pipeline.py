@@ -1,0 +1,297 @@
+"""End to end on the real services: listings and clicks produced to Kafka become searchable
+items and stored user vectors through the two PyFlink jobs; a restart from the last checkpoint
+loses nothing; bad events land in ``dead-letters``."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import uuid
+
+import httpx
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from nrtrec.datasets import load_movielens
+from nrtrec.deploy import LocalRunner
+from nrtrec.deploy.pipeline import ensure_indexes, ensure_jobs, ensure_models
+from nrtrec.deploy.services.query_nodes import GatewayService, QueryNodeService
+from nrtrec.deploy.supervisor import log_tail
+from nrtrec.inference.client import LocalEncoder
+from nrtrec.schemas import ClickEvent, ListingOp, encode
+from nrtrec.schemas.partitioning import PRODUCER_CONFIG
+from nrtrec.settings import Settings
+from nrtrec.streaming.history import History
+from nrtrec.streaming.submit import (
+    ITEM_DELTAS,
+    USER_VECTORS,
+    running_jobs,
+    wait_for_checkpoint,
+)
+from nrtrec.user_store import open_store
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+N_ITEMS = 60
+N_USERS = 12
+
+
+def consecutive_free_ports(n: int) -> int:
+    for _ in range(50):
+        base = free_port()
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no consecutive free ports")
+
+
+def wait_for(predicate, timeout_s: float, what: str, diagnose=lambda: "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    pytest.fail(f"{what}: not within {timeout_s:.0f}s\n{diagnose()}")
+
+
+@pytest.fixture(scope="module")
+def pipeline(stack, test_settings: Settings, trained_models, tmp_path_factory):
+    """Kafka, Flink, Triton, Redis from the session stack; 2 query-node shards and a gateway
+    following this module's own topics; encoders loaded; both jobs submitted."""
+    bootstrap = stack.kafka()
+    stack.redis()
+    stack.triton()
+    flink = stack.flink()
+    tag = uuid.uuid4().hex[:8]
+    topics = {name: f"{name}-{tag}" for name in ("clicks", "listings", "item-deltas", "dead")}
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # alive until the futures resolve
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=test_settings.kafka.partitions) for t in topics.values()]
+    )
+    for f in futures.values():
+        f.result(30)
+    s = test_settings
+    settings = s.model_copy(
+        update={
+            "run_dir": tmp_path_factory.mktemp("pipeline"),
+            "query_node": s.query_node.model_copy(
+                update={
+                    "port": consecutive_free_ports(2),
+                    "deltas_topic": topics["item-deltas"],
+                    "dead_letters_topic": topics["dead"],
+                }
+            ),
+            "gateway": s.gateway.model_copy(update={"port": free_port()}),
+            "local": s.local.model_copy(update={"query_node_shards": 2}),
+            "user_store": s.user_store.model_copy(update={"key_prefix": f"e2e-{tag}:"}),
+            "streaming": s.streaming.model_copy(
+                update={
+                    "clicks_topic": topics["clicks"],
+                    "listings_topic": topics["listings"],
+                    "item_deltas_topic": topics["item-deltas"],
+                    "dead_letters_topic": topics["dead"],
+                    "consumer_group": f"e2e-{tag}",
+                    "checkpoint_interval_ms": 1000,
+                }
+            ),
+        }
+    )
+    services = [QueryNodeService(settings, 0), QueryNodeService(settings, 1)]
+    services.append(GatewayService(settings))
+    runner = LocalRunner(settings, services)
+    runner.up()
+    try:
+        versions = ensure_models(settings)
+        assert versions == [1, 2]
+        ensure_indexes(settings, versions)
+        jobs = ensure_jobs(settings, flink)
+        yield settings, flink, jobs, topics
+    finally:
+        for name, job_id in running_jobs(flink).items():
+            if name in (ITEM_DELTAS.name, USER_VECTORS.name):
+                flink.cancel_job(job_id)
+        runner.down()
+
+
+def produce(settings: Settings, topic: str, records: list[tuple[str, bytes]]) -> None:
+    producer = Producer({**PRODUCER_CONFIG, "bootstrap.servers": settings.kafka.bootstrap_servers})
+    for key, value in records:
+        producer.produce(topic, key=key.encode(), value=value)
+    assert producer.flush(30) == 0
+
+
+def search_ids(settings: Settings, vector: np.ndarray, version: int, k: int = 100) -> set[str]:
+    r = httpx.post(
+        f"{settings.gateway.url}/v1/indexes/items/search",
+        json={"vector": vector.tolist(), "k": k, "model_version": version},
+        timeout=10,
+    )
+    if r.status_code == 404:
+        return set()
+    r.raise_for_status()
+    return {hit["id"] for hit in r.json()["items"]}
+
+
+def item(settings: Settings, item_id: str, version: int) -> dict | None:
+    r = httpx.post(
+        f"{settings.gateway.url}/v1/indexes/items/items",
+        json={"ids": [item_id], "model_version": version},
+        timeout=10,
+    )
+    r.raise_for_status()
+    items = r.json()["items"]
+    return items[0] if items else None
+
+
+def dead_letters(settings: Settings, topic: str, want: list[str], timeout_s: float) -> str:
+    """The reasons of the dead letters on ``topic``, once every string of ``want`` is in them
+    (dead letters are at least once: a restart may repeat some)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": f"dl-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([topic])
+    found = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and not msg.error():
+            found.append(json.loads(msg.value())["error"])
+        if all(any(w in reason for reason in found) for w in want):
+            break
+    consumer.close()
+    return " | ".join(found)
+
+
+def diagnose(flink) -> str:
+    logs = sorted(flink.log_dir.glob("*taskexecutor*.log"))
+    return log_tail(logs[-1], 80) if logs else "(no taskmanager log)"
+
+
+def expected_histories(events: list[ClickEvent]) -> dict[str, list[str]]:
+    per_user: dict[str, History] = {}
+    for c in events:
+        per_user[c.user_id] = per_user.get(c.user_id, History()).with_click(c, 20)
+    return {u: h.item_ids for u, h in per_user.items()}
+
+
+def test_listings_and_clicks_become_items_and_user_vectors_and_survive_a_restart(
+    pipeline, trained_models
+) -> None:
+    settings, flink, jobs, topics = pipeline
+    movies = list(load_movielens().movies.values())[:N_ITEMS]
+    listings = [m.listing(1_000 + i) for i, m in enumerate(movies)]
+    bad_listings = [
+        ("x1", b"{not json"),
+        ("x2", json.dumps({"event_id": "e", "op": "upsert", "item_id": "x2", "ts": 1}).encode()),
+    ]
+    records = [(x.item_id, encode(x)) for x in listings] + bad_listings
+    produce(settings, topics["listings"], records)
+
+    local = LocalEncoder(settings.inference, trained_models.repository)
+    expected = {v: local.encode_listings(listings, v).vectors for v in (1, 2)}
+    probe = expected[2][0]
+    wait_for(
+        lambda: len(search_ids(settings, probe, 2)) == N_ITEMS,
+        120,
+        "all listings searchable in version 2",
+        lambda: diagnose(flink),
+    )
+    assert search_ids(settings, expected[1][0], 1) == {m.item_id for m in movies}
+    served = item(settings, movies[3].item_id, 2)
+    np.testing.assert_allclose(served["vector"], expected[2][3], atol=1e-5)
+    assert served["attributes"]["title"] == movies[3].title
+
+    # Clicks: each user views 6 distinct items, in time order.
+    rng = np.random.default_rng(0)
+    clicks = [
+        ClickEvent(
+            event_id=f"c-{u}-{j}",
+            user_id=f"user-{u}",
+            item_id=movies[int(i)].item_id,
+            action="view",
+            ts=10_000 + 100 * j,
+        )
+        for u in range(N_USERS)
+        for j, i in enumerate(rng.choice(N_ITEMS, size=6, replace=False))
+    ]
+    first, second = clicks[: len(clicks) // 2], clicks[len(clicks) // 2 :]
+    produce(settings, topics["clicks"], [(c.user_id, encode(c)) for c in first])
+    produce(settings, topics["clicks"], [("u-bad", b'{"user_id": "u-bad"}')])
+
+    store = open_store(settings)
+
+    def stored_match(events: list[ClickEvent]) -> bool:
+        for user_id, items in expected_histories(events).items():
+            record = store.get(user_id)
+            if record is None or record.recent_items != items:
+                return False
+        return True
+
+    wait_for(lambda: stored_match(first), 120, "first clicks stored", lambda: diagnose(flink))
+
+    # Restart: cancel both jobs after a checkpoint (it is retained), produce while they are
+    # down, then start them again from their newest checkpoint.
+    for name in (USER_VECTORS.name, ITEM_DELTAS.name):
+        wait_for_checkpoint(flink, jobs[name], timeout_s=60)
+        flink.cancel_job(jobs[name])
+    wait_for(
+        lambda: all(flink.job_state(j) == "CANCELED" for j in jobs.values()), 60, "jobs cancelled"
+    )
+    produce(settings, topics["clicks"], [(c.user_id, encode(c)) for c in second])
+    renamed = movies[0].listing(50_000).model_copy(update={"title": "Toy Story, restored"})
+    deleted = movies[1].listing(50_001, ListingOp.DELETE)
+    produce(
+        settings,
+        topics["listings"],
+        [(renamed.item_id, encode(renamed)), (deleted.item_id, encode(deleted))],
+    )
+    restarted = ensure_jobs(settings, flink)
+    assert set(restarted.values()).isdisjoint(jobs.values())
+    wait_for(lambda: stored_match(clicks), 120, "every click stored", lambda: diagnose(flink))
+
+    # A stored vector is the user tower over its items' vectors, in the newest version, and
+    # the replay after the restart counted no click twice.
+    record = store.get("user-0")
+    assert record.versions[0].model_version == 2
+    assert len(record.recent_items) == len(set(record.recent_items)) == 6
+    row = {m.item_id: i for i, m in enumerate(movies)}
+    history = np.stack([expected[2][row[i]] for i in record.recent_items])
+    np.testing.assert_allclose(
+        record.versions[0].vector, local.encode_users([history], 2).vectors[0], atol=1e-4
+    )
+    wait_for(lambda: item(settings, deleted.item_id, 2) is None, 60, "delete applied")
+    wait_for(
+        lambda: (
+            (item(settings, renamed.item_id, 2) or {}).get("attributes", {}).get("title")
+            == "Toy Story, restored"
+        ),
+        60,
+        "update applied",
+    )
+    assert len(search_ids(settings, probe, 2)) == N_ITEMS - 1
+
+    # Bad events: each a dead letter with its reason, and the jobs kept running.
+    want = ["Invalid JSON", "title is required", "invalid ClickEvent"]
+    reasons = dead_letters(settings, topics["dead"], want, timeout_s=60)
+    assert "Invalid JSON" in reasons
+    assert "title is required" in reasons
+    assert "invalid ClickEvent" in reasons
+    assert all(flink.job_state(j) == "RUNNING" for j in restarted.values())
+    store.close()
