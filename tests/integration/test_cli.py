@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -32,7 +33,8 @@ def free_port_pair() -> int:
 pytestmark = pytest.mark.integration
 
 SERVICES = {
-    "kafka", "flink", "triton", "redis", "couchbase", "query-node-0", "query-node-1", "gateway"
+    "kafka", "flink", "triton", "redis", "couchbase", "query-node-0", "query-node-1", "gateway",
+    "app",
 }  # fmt: skip
 
 
@@ -41,6 +43,16 @@ def _nrtrec(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess
     return subprocess.run(
         [str(exe), *args], env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def _wait(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, KeyError):
+            if predicate():
+                return
+        time.sleep(1)
+    pytest.fail(f"{what}: not within {timeout_s:.0f}s")
 
 
 @pytest.fixture
@@ -61,6 +73,7 @@ def cli_env(tmp_path):
         "REDIS__PORT",
         "COUCHBASE__CONTROL_PORT",
         "GATEWAY__PORT",
+        "APP__PORT",
     ):
         env[f"NRTREC_{var}"] = str(free_port())
     # Query node n listens on this port + n.
@@ -82,18 +95,35 @@ def test_up_status_down(cli_env):
     assert all(r["pid"] and psutil.pid_exists(r["pid"]) for r in rows)
     kafka = next(r for r in rows if r["name"] == "kafka")
     assert kafka["url"] == f"127.0.0.1:{cli_env['NRTREC_KAFKA__PORT']}"
-    http = [r["url"] for r in rows if r["name"] in ("flink", "triton", "gateway", "query-node-0")]
-    assert all(u.startswith("http://127.0.0.1:") for u in http)
+    named = ("flink", "triton", "gateway", "query-node-0", "app")
+    http = [r["url"] for r in rows if r["name"] in named]
+    assert len(http) == len(named) and all(u.startswith("http://127.0.0.1:") for u in http)
 
     # The local runner configures a token: writes are closed, reads are open.
     token = (Path(cli_env["NRTREC_RUN_DIR"]) / "token").read_text().strip()
     gateway = next(r["url"] for r in rows if r["name"] == "gateway")
-    spec = {"dim": 3, "metric": "cosine", "model_version": 1}
-    assert httpx.put(f"{gateway}/v1/indexes/items", json=spec).status_code == 401
+    spec = {"dim": 3, "metric": "cosine", "model_version": 99}
+    assert httpx.put(f"{gateway}/v1/indexes/scratch", json=spec).status_code == 401
     auth = {"Authorization": f"Bearer {token}"}
-    created = httpx.put(f"{gateway}/v1/indexes/items", json=spec, headers=auth)
+    created = httpx.put(f"{gateway}/v1/indexes/scratch", json=spec, headers=auth)
     assert created.status_code == 201, created.text
-    assert httpx.get(f"{gateway}/v1/indexes").json()[0]["name"] == "items"
+
+    # The whole pipeline runs: the replayed catalogue becomes searchable items (listings ->
+    # item job -> item-deltas -> query nodes), and replayed clicks become stored user vectors
+    # that the app recommends from (clicks -> user job -> Redis -> app).
+    def catalogue_size() -> int:
+        indexes = httpx.get(f"{gateway}/v1/indexes").json()
+        return sum(i["count"] for i in indexes if i["name"] == "items")
+
+    _wait(lambda: catalogue_size() == 1682, 300, "MovieLens catalogue indexed")
+    app = next(r["url"] for r in rows if r["name"] == "app")
+    first_user = "259"  # the first click of MovieLens-100k in time order
+    recommended = lambda: httpx.get(f"{app}/v1/users/{first_user}/recommendations").json()  # noqa: E731
+    _wait(lambda: recommended()["source"] == "personalized", 180, "personalized answer")
+    assert len(recommended()["items"]) == 10
+    # A user with no history gets popular items.
+    answer = httpx.get(f"{app}/v1/users/nobody/recommendations")
+    assert answer.status_code == 200 and answer.json()["source"] == "popular", answer.text
 
     again = _nrtrec(cli_env, "up")
     assert again.returncode == 0 and "already up" in again.stdout
@@ -116,7 +146,7 @@ def test_up_status_down(cli_env):
 
 
 def test_help_for_every_command(cli_env):
-    for args in ([], ["up"], ["down"], ["status"], ["schemas"]):
+    for args in ([], ["up"], ["down"], ["status"], ["schemas"], ["app"]):
         result = _nrtrec(cli_env, *args, "--help")
         assert result.returncode == 0, (args, result.stderr)
         assert "Usage" in result.stdout
