@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +14,7 @@ import typer
 from nrtrec import logs
 from nrtrec.inference.cli import models_app
 from nrtrec.settings import Settings
-from nrtrec.streaming.cli import bulk_command
+from nrtrec.streaming.cli import bulk_command, replay_command
 
 app = typer.Typer(
     help="nrtrec: near-real-time recommendations. Settings come from NRTREC_* variables.",
@@ -24,6 +25,7 @@ schemas_app = typer.Typer(help="JSON Schema files generated from the topic recor
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(models_app, name="models")
 app.command("bulk")(bulk_command)
+app.command("replay")(replay_command)
 
 
 def _runner():
@@ -50,9 +52,37 @@ def up() -> None:
         started = runner.up(on_progress=lambda m: typer.echo(f"nrtrec: {m}"))
     except DeployError as e:
         _fail(e)
+    if started:
+        try:
+            _start_pipeline(runner, lambda m: typer.echo(f"nrtrec: {m}"))
+        except Exception as e:
+            _fail(e)
     typer.echo("nrtrec: up" if started else "nrtrec: already up, nothing to do")
     typer.echo(f"nrtrec: bearer token for writes in {runner.settings.run_dir / 'token'}")
     _print_status(runner.status(), as_json=False)
+
+
+def _start_pipeline(runner, on_progress) -> None:
+    """Encoders, indexes and streaming jobs, then the demo data: listings now, clicks paced."""
+    from rich.progress import Progress
+
+    from nrtrec.deploy.pipeline import ensure_indexes, ensure_jobs, ensure_models
+    from nrtrec.deploy.services.base import Process
+    from nrtrec.deploy.services.flink import FlinkService
+    from nrtrec.settings import settings_env
+    from nrtrec.streaming.replay import replay_listings
+
+    settings = runner.settings
+    versions = ensure_models(settings, on_progress)
+    ensure_indexes(settings, versions)
+    ensure_jobs(settings, FlinkService(settings), on_progress)
+    with Progress() as bar:
+        task = bar.add_task("replaying MovieLens listings", total=None)
+        replay_listings(settings, lambda d, t: bar.update(task, completed=d, total=t))
+    rate = settings.streaming.replay_rate
+    on_progress(f"replaying MovieLens clicks at {rate:g}/s (log: {settings.run_dir}/logs)")
+    argv = [str(Path(sys.executable).with_name("nrtrec")), "replay", "--stay"]
+    runner.supervisor.start("replay", Process("replay", argv, env=settings_env(settings)))
 
 
 @app.command()

@@ -81,3 +81,36 @@ def bulk_command(
         typer.echo(f"bulk: shard {shard.shard}: {shard.count} items in {shard.snapshot_path}")
     for node in loaded:
         typer.echo(f"bulk: {node.url} serves shard {node.shard} ({node.count} items)")
+
+
+def replay_command(
+    rate: Annotated[float | None, typer.Option(help="clicks per second; default settings")] = None,
+    clicks: Annotated[int | None, typer.Option(help="replay only the first N clicks")] = None,
+    listings: Annotated[bool, typer.Option(help="replay the catalogue first")] = False,
+    stay: Annotated[
+        bool, typer.Option(help="keep running once done (as `nrtrec up` runs it)")
+    ] = False,
+) -> None:
+    """Replay MovieLens-100k: listings (optional), then time-ordered clicks, with progress."""
+    import time
+
+    from rich.progress import Progress
+
+    from nrtrec.settings import Settings
+    from nrtrec.streaming.replay import replay_clicks, replay_listings
+
+    settings = Settings()
+    with Progress() as bar:
+        if listings:
+            task = bar.add_task("listings", total=None)
+            replay_listings(settings, lambda d, t: bar.update(task, completed=d, total=t))
+        task = bar.add_task("clicks", total=None)
+        replay_clicks(
+            settings,
+            rate or settings.streaming.replay_rate,
+            clicks,
+            lambda d, t: bar.update(task, completed=d, total=t),
+        )
+    typer.echo("replay: done")
+    while stay:  # `nrtrec up` counts a live stack by its processes; `down` stops this one
+        time.sleep(3600)
