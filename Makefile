@@ -30,3 +30,5 @@ lint:
 bench: setup
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.query_node --n 100000 --dim 64 --queries 1000 --out bench/results
+	$(BIN)/python -m bench.encoders --out bench/results
+	$(BIN)/python -m bench.streaming --out bench/results
