@@ -60,7 +60,13 @@ def ensure_indexes(settings: Settings, versions: list[int], gateway_url: str | N
 def ensure_jobs(settings: Settings, flink: FlinkService, on_progress=lambda m: None) -> dict:
     """Submit each streaming job that is not running, from its newest checkpoint if any."""
     from nrtrec.streaming.errors import NoCheckpoint
-    from nrtrec.streaming.submit import JOBS, latest_checkpoint, running_jobs, submit
+    from nrtrec.streaming.submit import (
+        ITEM_DELTAS,
+        JOBS,
+        latest_checkpoint,
+        running_jobs,
+        submit,
+    )
 
     running = running_jobs(flink)
     ids = {}
@@ -72,6 +78,11 @@ def ensure_jobs(settings: Settings, flink: FlinkService, on_progress=lambda m: N
             restore = latest_checkpoint(settings, job)
         except NoCheckpoint:
             restore = None
+        extra = []
+        bulk = (settings.streaming.bulk_dir or settings.run_dir / "bulk") / "bulk.json"
+        if job is ITEM_DELTAS and restore is None and bulk.is_file():
+            # DELTA after BULK: continue from the listings offsets the bulk run recorded.
+            extra = ["--listings-offsets", str(bulk.resolve())]
         on_progress(f"submitting {job.name}" + (f" from {restore}" if restore else ""))
-        ids[job.name] = submit(flink, settings, job, restore_from=restore)
+        ids[job.name] = submit(flink, settings, job, restore_from=restore, extra_args=extra)
     return ids
