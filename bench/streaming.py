@@ -508,6 +508,7 @@ def main(
         steps = []
         seq = 0
         best: dict[str, float | None] = {"click": None, "listing": None}
+        failed: set[str] = set()
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -537,9 +538,12 @@ def main(
                     f"{rate:g}/s: click p95 {c['p95'] or 0:.0f} ms ({c['lost']} lost), "
                     f"listing p95 {li['p95'] or 0:.0f} ms ({li['lost']} lost)"
                 )
+                # The highest rate with every rate up to it sustained: one bad step ends a kind.
                 for k, ok in step["sustained"].items():
-                    if ok:
+                    if ok and k not in failed:
                         best[k] = rate
+                    elif not ok:
+                        failed.add(k)
                 # Stop once neither path keeps its p95 within the target.
                 if not any(step["sustained"].values()):
                     break
