@@ -75,6 +75,14 @@ class ModelRepository:
             )
         return path
 
+    def remove(self, version: int) -> None:
+        """Delete ``version``'s files (unload it from Triton first); the user tower goes first,
+        so a reader never sees a half-removed pair as a version."""
+        import shutil
+
+        for name in (USER_ENCODER, ITEM_ENCODER):
+            shutil.rmtree(self.path / name / str(int(version)), ignore_errors=True)
+
     def training_run(self, version: int) -> dict | None:
         path = self.path / USER_ENCODER / str(int(version)) / "training.json"
         return json.loads(path.read_text()) if path.is_file() else None

@@ -155,7 +155,12 @@ class TestTriton:
             triton.forget_versions()
             assert triton.versions() == [1, 2]
         finally:
+            # Later tests share this repository and expect exactly versions 1 and 2.
+            if 3 in lifecycle.served():
+                lifecycle.unload(3)
+            trained_models.repository.remove(3)
             lifecycle.close()
+        assert trained_models.repository.versions() == [1, 2]
 
 
 class TestInProcess:
