@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from nrtrec.recommender_app import errors
 from nrtrec.recommender_app.clicks import ClickPublisher
 from nrtrec.recommender_app.deps import Services
-from nrtrec.recommender_app.metrics import LatencyMiddleware, Metrics
+from nrtrec.recommender_app.metrics import Metrics
 from nrtrec.recommender_app.popular import PopularItems
 from nrtrec.recommender_app.routes import events, health, homepage, recommend
 from nrtrec.recommender_app.service import Recommender
@@ -29,6 +29,7 @@ from nrtrec.recommender_app.upstream import GatewayClient
 from nrtrec.recommender_app.versions import LiveVersions
 from nrtrec.settings import Settings
 from nrtrec.user_store import UserVectorStore
+from nrtrec.web.timing import LatencyMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def create_app(settings: Settings | None = None, store: UserVectorStore | None =
         lifespan=lifespan,
     )
     errors.install(app)
-    app.add_middleware(LatencyMiddleware, metrics=metrics)
+    app.add_middleware(LatencyMiddleware, request_seconds=metrics.request_seconds)
     app.include_router(health.router)
     app.include_router(recommend.router)
     app.include_router(events.router)

@@ -22,7 +22,6 @@ from nrtrec.query_node.gateway.shards import GatewayError, Rejected
 from nrtrec.query_node.http import errors
 from nrtrec.query_node.http.auth import token_dependency
 from nrtrec.query_node.http.deps import IndexNameParam
-from nrtrec.query_node.http.metrics import LatencyMiddleware
 from nrtrec.schemas.query_api import (
     CreateIndexRequest,
     DeleteRequest,
@@ -37,6 +36,7 @@ from nrtrec.schemas.query_api import (
     WriteResult,
 )
 from nrtrec.settings import Settings
+from nrtrec.web.timing import LatencyMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def create_gateway_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(Rejected, _rejected)
-    app.add_middleware(LatencyMiddleware, metrics=gateway.metrics)
+    app.add_middleware(LatencyMiddleware, request_seconds=gateway.metrics.request_seconds)
     app.include_router(health)
     app.include_router(indexes)
     return app

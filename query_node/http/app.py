@@ -15,10 +15,11 @@ from fastapi import FastAPI
 
 from nrtrec.query_node.deltas import DeltaConsumer, Snapshotter
 from nrtrec.query_node.http import errors, health, indexes, loading
-from nrtrec.query_node.http.metrics import LatencyMiddleware, Metrics
+from nrtrec.query_node.http.metrics import Metrics
 from nrtrec.query_node.node import QueryNode
 from nrtrec.query_node.registry import IndexRegistry
 from nrtrec.settings import Settings
+from nrtrec.web.timing import LatencyMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def create_app(settings: Settings | None = None, registry: IndexRegistry | None 
         lifespan=lifespan,
     )
     errors.install(app)
-    app.add_middleware(LatencyMiddleware, metrics=metrics)
+    app.add_middleware(LatencyMiddleware, request_seconds=metrics.request_seconds)
     app.include_router(health.router)
     app.include_router(indexes.router)
     app.include_router(loading.router)

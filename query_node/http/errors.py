@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException
 
 from nrtrec.query_node import errors
+from nrtrec.web.errors import HTTP_CODES, error_response, install_common
+
+__all__ = ["HTTP_CODES", "error_response", "install"]
 
 log = logging.getLogger(__name__)
 
@@ -22,28 +23,10 @@ STATUS: dict[type[errors.QueryNodeError], int] = {
     errors.OutOfRange: 400,
 }
 
-HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "too_large",
-    415: "unsupported_media_type",
-}
-
-
-def error_response(
-    status: int, error: str, detail: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
-
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.QueryNodeError, _query_node_error)
-    app.add_exception_handler(RequestValidationError, _invalid_request)
-    app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)
+    install_common(app, "the query node")
 
 
 async def _query_node_error(request: Request, exc: Exception) -> JSONResponse:
@@ -52,25 +35,3 @@ async def _query_node_error(request: Request, exc: Exception) -> JSONResponse:
     if status >= 500:
         log.error("%s %s: %s", request.method, request.url.path, exc)
     return error_response(status, exc.code, str(exc))
-
-
-async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    problems = []
-    for e in exc.errors():
-        # ("body", "items", 0, "vector") -> "items.0.vector"; query and path keep their prefix.
-        loc = [str(p) for p in e.get("loc", ())]
-        where = ".".join(loc[1:] if loc[:1] == ["body"] else loc) or "body"
-        problems.append(f"{where}: {e.get('msg', 'invalid')}")
-    return error_response(422, "invalid_request", "; ".join(problems) or "invalid request")
-
-
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, HTTPException)
-    code = HTTP_CODES.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
-
-
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal_error", "internal error; the query node's log has more")

@@ -6,13 +6,11 @@ node) do not collide.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nrtrec.query_node.registry import IndexRegistry
 
@@ -63,34 +61,3 @@ class _IndexSizes(Collector):
             capacity.add_metric(labels, index.capacity)
         yield items
         yield capacity
-
-
-class LatencyMiddleware:
-    """Times every HTTP request under its route template (``/v1/indexes/{name}/search``)."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics):
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-        start = time.perf_counter()
-
-        async def send_and_note_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note_status)
-        finally:
-            route = scope.get("route")
-            # Unmatched paths share one label so probes cannot grow the series without bound.
-            path = getattr(route, "path", None) or "unmatched"
-            self.metrics.request_seconds.labels(scope["method"], path, str(status)).observe(
-                time.perf_counter() - start
-            )
