@@ -10,6 +10,7 @@ from __future__ import annotations
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from nrtrec.inference.client.triton import ready_versions
 from nrtrec.inference.errors import EncoderUnavailable, UnknownModelVersion
 from nrtrec.inference.repository import ENCODERS, ModelRepository
 from nrtrec.inference.towers import TowerWeights
@@ -33,14 +34,9 @@ class ModelLifecycle:
     def served(self) -> set[int]:
         """Versions whose item and user encoders are both READY."""
         try:
-            index = self.client.get_model_repository_index(as_json=True)
+            return ready_versions(self.client)
         except InferenceServerException as e:
             raise EncoderUnavailable(f"Triton: {e.message()}") from e
-        ready = {name: set() for name in ENCODERS}
-        for model in index.get("models", []):
-            if model.get("state") == "READY" and model.get("name") in ready:
-                ready[model["name"]].add(int(model["version"]))
-        return set.intersection(*ready.values())
 
     def load(self, version: int) -> None:
         """Serve ``version`` in addition to what is served now."""

@@ -8,7 +8,8 @@ developer's own stack keeps running beside the tests. Either way a test sees `En
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -21,6 +22,34 @@ from nrtrec.settings import (
     TritonSettings,
 )
 from tests.stack import Stack
+
+
+def wait_for(
+    predicate: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    diagnose: Callable[[], str] = lambda: "",
+) -> float:
+    """Seconds until ``predicate`` held; fails the test after ``timeout_s`` with ``diagnose()``."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(0.5)
+    pytest.fail(f"{what}: not within {timeout_s:.0f}s\n{diagnose()}")
+
+
+def free_port_pair() -> int:
+    """A free port whose successor is free too (query node n listens on port + n)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no two adjacent free ports")
 
 
 def free_port() -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nrtrec.inference.errors import BadEncoderInput
+from nrtrec.inference.errors import BadEncoderInput, UnknownModelVersion
 from nrtrec.inference.text import Tokenizer, Tokens, listing_text
 from nrtrec.schemas import ListingEvent
 from nrtrec.settings import InferenceSettings
@@ -63,8 +63,6 @@ class Encoder(ABC):
 
     def resolve(self, version: int | None) -> int:
         """``version``, else the configured one, else the newest available."""
-        from nrtrec.inference.errors import UnknownModelVersion
-
         available = self.versions()
         wanted = version if version is not None else self.settings.model_version
         if wanted is None:

@@ -60,14 +60,9 @@ class TritonEncoder(Encoder):
             if self._versions and time.monotonic() - self._versions[0] < _VERSIONS_TTL_S:
                 return self._versions[1]
         try:
-            index = self.client.get_model_repository_index(as_json=True)
+            versions = sorted(ready_versions(self.client))
         except InferenceServerException as e:
             raise _translate(e, "listing models") from e
-        ready: dict[str, set[int]] = {ITEM_ENCODER: set(), USER_ENCODER: set()}
-        for model in index.get("models", []):
-            if model.get("state") == "READY" and model.get("name") in ready:
-                ready[model["name"]].add(int(model["version"]))
-        versions = sorted(ready[ITEM_ENCODER] & ready[USER_ENCODER])
         with self._lock:
             self._versions = (time.monotonic(), versions)
         return versions
@@ -137,6 +132,16 @@ class TritonEncoder(Encoder):
 
     def close(self) -> None:
         self.client.close()
+
+
+def ready_versions(client: grpcclient.InferenceServerClient) -> set[int]:
+    """Versions whose item and user encoders are both READY on the server."""
+    index = client.get_model_repository_index(as_json=True)
+    ready: dict[str, set[int]] = {ITEM_ENCODER: set(), USER_ENCODER: set()}
+    for model in index.get("models", []):
+        if model.get("state") == "READY" and model.get("name") in ready:
+            ready[model["name"]].add(int(model["version"]))
+    return ready[ITEM_ENCODER] & ready[USER_ENCODER]
 
 
 def _dtype(array: np.ndarray) -> str:

@@ -70,13 +70,11 @@ class PublishItemDeltas(KeyedProcessFunction):
         ctx.timer_service().register_processing_time_timer(
             timer_at(now, self.settings.streaming.flush_ms)
         )
+        # A batch may be flushed from another key's context; this key's pending state is then
+        # cleared by its own timer (below), never by someone else's.
         batch = self.batcher.add(listing.item_id, listing)
         if batch:
             yield from self._flush(batch)
-        else:
-            # The batch may be flushed from another key's context; this key's pending state is
-            # then cleared by its own timer (below), never by someone else's.
-            pass
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
         from nrtrec.streaming.batching import ORPHAN

@@ -12,23 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import free_port
-
-
-def free_port_pair() -> int:
-    """A free port whose successor is free too."""
-    import socket
-
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError("no two adjacent free ports")
-
+from tests.conftest import free_port, free_port_pair
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,25 +15,11 @@ from nrtrec.deploy.errors import InstallFailed
 from nrtrec.deploy.services.flink import FlinkService, pyflink_version
 from nrtrec.deploy.supervisor import log_tail
 from nrtrec.settings import FlinkSettings, Settings
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
 JOB = Path(__file__).with_name("flink_uppercase_job.py")
-
-
-def wait_for(
-    predicate: Callable[[], bool],
-    timeout_s: float,
-    what: str,
-    diagnose: Callable[[], str] = lambda: "",
-) -> float:
-    """Seconds until ``predicate`` held; fails the test after ``timeout_s`` with ``diagnose()``."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(0.5)
-    pytest.fail(f"{what}: not within {timeout_s:.0f}s\n{diagnose()}")
 
 
 def job_diagnosis(flink: FlinkService, job_id: str) -> str:

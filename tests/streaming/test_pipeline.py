@@ -5,7 +5,6 @@ loses nothing; bad events land in ``dead-letters``."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 import uuid
 
@@ -32,39 +31,12 @@ from nrtrec.streaming.submit import (
     wait_for_checkpoint,
 )
 from nrtrec.user_store import open_store
-from tests.conftest import free_port
+from tests.conftest import free_port, free_port_pair, wait_for
 
 pytestmark = pytest.mark.integration
 
 N_ITEMS = 60
 N_USERS = 12
-
-
-def consecutive_free_ports(n: int) -> int:
-    for _ in range(50):
-        base = free_port()
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no consecutive free ports")
-
-
-def wait_for(predicate, timeout_s: float, what: str, diagnose=lambda: "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    pytest.fail(f"{what}: not within {timeout_s:.0f}s\n{diagnose()}")
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +61,7 @@ def pipeline(stack, test_settings: Settings, trained_models, tmp_path_factory):
             "run_dir": tmp_path_factory.mktemp("pipeline"),
             "query_node": s.query_node.model_copy(
                 update={
-                    "port": consecutive_free_ports(2),
+                    "port": free_port_pair(),
                     "deltas_topic": topics["item-deltas"],
                     "dead_letters_topic": topics["dead"],
                 }
