@@ -20,7 +20,6 @@ the end. bench/README.md explains every figure.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import json
 import math
 import os
@@ -46,7 +45,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from bench.query_node import _write, free_port, machine_info, no_gc, percentiles
+from bench.query_node import _version, _write, free_port, machine_info, no_gc, percentiles
 from nrtrec.datasets import load_movielens
 from nrtrec.deploy import LocalRunner
 from nrtrec.deploy.services.triton import TritonService
@@ -404,13 +403,6 @@ def section_concurrency(bench: Bench) -> dict[str, Any]:
 
 
 # ---- machine and versions ----------------------------------------------------------------
-
-
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def encoder_machine() -> dict[str, Any]:

@@ -33,7 +33,7 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -45,7 +45,14 @@ from pydantic_core import from_json
 from rich.console import Console
 from rich.table import Table
 
-from bench.query_node import free_port, machine_info, nrtrec_command, percentiles
+from bench.query_node import (
+    free_port,
+    machine_info,
+    no_gc,
+    nrtrec_command,
+    percentiles,
+    unit,
+)
 from nrtrec.schemas import UserVector
 from nrtrec.settings import RedisSettings, Settings, UserStoreSettings
 from nrtrec.user_store import UserVectorStore, open_store
@@ -206,10 +213,6 @@ class Data:
     recent: list[list[str]]
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
 def load_data(p: Params, stack: Stack, store: UserVectorStore) -> Data:
     """Items (cosine, clustered like real embeddings, with titles and attributes) through the
     gateway; users, each near the items they viewed, into the store; view counts."""
@@ -271,16 +274,6 @@ def server_timing(header: str) -> dict[str, float]:
         if dur:
             out[name] = float(dur)
     return out
-
-
-@contextlib.contextmanager
-def no_gc() -> Iterator[None]:
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def section_baseline(p: Params, stack: Stack, store: UserVectorStore, data: Data) -> dict:

@@ -1,4 +1,4 @@
-"""Helpers of the query-node tests: no services, only numpy data and temporary folders.
+"""Helpers of the query-node tests: numpy data, temporary folders, apps served in a thread.
 
 (Not a conftest: these tests run with ``--noconftest``.)
 """
@@ -7,11 +7,17 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
+import uvicorn
 
 from nrtrec.query_node import IndexSpec, Metric, VectorIndex
 from nrtrec.settings import QueryNodeSettings, Settings
+from tests.conftest import free_port
 
 
 def random_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -59,3 +65,29 @@ def stop(process: subprocess.Popen, timeout_s: float = 30) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def wait_until(what: str, predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f} s: {what}")
+        time.sleep(0.05)
+
+
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """``app`` under uvicorn in a thread, lifespan included; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until("the server started", lambda: server.started or not thread.is_alive())
+        assert thread.is_alive(), "the server failed to start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(60)

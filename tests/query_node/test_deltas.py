@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import CollectorRegistry
@@ -33,7 +32,7 @@ from nrtrec.query_node.deltas import DeltaConsumer, default_group
 from nrtrec.schemas import DeadLetter, ItemDelta, ListingOp, decode, encode
 from nrtrec.settings import QueryNodeSettings, Settings
 from tests.conftest import free_port
-from tests.query_node.helpers import random_vectors, stop
+from tests.query_node.helpers import random_vectors, serving, stop, wait_until
 from tests.query_node.test_cli import wait_healthy
 from tests.stack import Stack
 
@@ -164,14 +163,6 @@ class DeltaProducer:
         return partition, offset
 
 
-def wait_until(what: str, predicate: Callable[[], bool], timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f} s: {what}")
-        time.sleep(0.05)
-
-
 def nearest(node: QueryNode, vector: np.ndarray, name: str = "items") -> str | None:
     _, result = node.search(name, vector, k=1)
     return result.hits[0].id if result.hits else None
@@ -196,24 +187,6 @@ def running(consumer: DeltaConsumer) -> Iterator[DeltaConsumer]:
     finally:
         consumer.stop()
     assert not consumer.running
-
-
-@contextmanager
-def serving(app) -> Iterator[str]:
-    """``app`` under uvicorn in a thread, lifespan included; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_until("the server started", lambda: server.started or not thread.is_alive())
-        assert thread.is_alive(), "the server failed to start"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(60)
 
 
 def dead_letters(bootstrap: str, topic: str, n: int) -> list[DeadLetter]:

@@ -9,18 +9,14 @@ records reach it. The encoders are the session's trained versions 1 and 2, run i
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from typer.testing import CliRunner
@@ -54,6 +50,7 @@ from nrtrec.streaming.bulk import (
 )
 from tests.conftest import free_port
 from tests.models import TrainedModels
+from tests.query_node.helpers import serving, wait_until
 from tests.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -215,32 +212,6 @@ def read_from(bootstrap: str, topic: str, offsets: dict[int, int], n: int) -> li
     finally:
         consumer.close()
     return got
-
-
-def wait_until(what: str, predicate: Callable[[], bool], timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f} s: {what}")
-        time.sleep(0.05)
-
-
-@contextmanager
-def serving(app) -> Iterator[str]:
-    """``app`` under uvicorn in a thread, lifespan included; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_until("the server started", lambda: server.started or not thread.is_alive())
-        assert thread.is_alive(), "the server failed to start"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(60)
 
 
 def catalogue(records: Records, topics: Topics) -> tuple[dict[str, ListingEvent], dict[int, str]]:
