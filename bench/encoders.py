@@ -20,13 +20,10 @@ the end. bench/README.md explains every figure.
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,18 +32,21 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import Progress
 from rich.table import Table
 
-from bench.query_node import _version, _write, free_port, machine_info, no_gc, percentiles
-from nrtrec.datasets import load_movielens
+from bench.common import (
+    Panel,
+    draw_panels,
+    free_port,
+    machine_info,
+    no_gc,
+    percentiles,
+    progress_bar,
+    write_results,
+)
+from nrtrec.core.datasets import load_movielens
+from nrtrec.core.settings import InferenceSettings, Settings, TritonSettings
 from nrtrec.deploy import LocalRunner
 from nrtrec.deploy.services.triton import TritonService
 from nrtrec.deploy.supervisor import log_tail
@@ -57,7 +57,6 @@ from nrtrec.inference.repository import ENCODERS, ITEM_ENCODER, USER_ENCODER, Mo
 from nrtrec.inference.text import LENGTH_BUCKET, listing_text
 from nrtrec.inference.training.pipeline import train_pair
 from nrtrec.inference.training.train import TrainConfig
-from nrtrec.settings import InferenceSettings, Settings, TritonSettings
 
 VERSION = 1
 TOWERS = ("item", "user")
@@ -406,11 +405,9 @@ def section_concurrency(bench: Bench) -> dict[str, Any]:
 
 
 def encoder_machine() -> dict[str, Any]:
-    """The query-node benchmark's machine record, with this benchmark's libraries."""
-    machine = machine_info()
-    machine["versions"] = {
-        pkg: _version(pkg)
-        for pkg in (
+    """The shared machine record, with this benchmark's libraries."""
+    machine = machine_info(
+        (
             "nrtrec",
             "onnxruntime",
             "nvidia-pytriton",
@@ -420,7 +417,7 @@ def encoder_machine() -> dict[str, Any]:
             "tokenizers",
             "jax",
         )
-    }
+    )
     machine["versions"]["tritonserver"] = None  # filled in once the server answers
     return machine
 
@@ -438,7 +435,7 @@ def _log_axis(ax: Any, axis: str = "y") -> None:
     getattr(ax, f"{axis}axis").set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
-def _panel_latency(tower: str) -> Callable[[Any, dict[str, Any]], bool]:
+def _panel_latency(tower: str) -> Panel:
     def panel(ax: Any, results: dict[str, Any]) -> bool:
         cells = results.get("batches", {}).get(tower)
         if not cells:
@@ -577,7 +574,7 @@ def _panel_ratios(ax: Any, results: dict[str, Any]) -> bool:
     return True
 
 
-def _panel_concurrency(metric: str) -> Callable[[Any, dict[str, Any]], bool]:
+def _panel_concurrency(metric: str) -> Panel:
     def panel(ax: Any, results: dict[str, Any]) -> bool:
         conc = results.get("concurrency")
         if not conc or "error" in conc:
@@ -644,7 +641,7 @@ def _panel_concurrency(metric: str) -> Callable[[Any, dict[str, Any]], bool]:
     return panel
 
 
-PANELS: list[Callable[[Any, dict[str, Any]], bool]] = [
+PANELS: list[Panel] = [
     _panel_latency("item"),
     _panel_latency("user"),
     _panel_throughput,
@@ -655,34 +652,17 @@ PANELS: list[Callable[[Any, dict[str, Any]], bool]] = [
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = 3
-    rows = math.ceil(len(PANELS) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 5.6 * rows), squeeze=False)
-    flat = list(axes.flat)
-    for ax, panel in zip(flat, PANELS, strict=False):
-        if not panel(ax, results):
-            ax.set_visible(False)
-    for ax in flat[len(PANELS) :]:
-        ax.set_visible(False)
     m, model = results["machine"], results["model"]
     v = m["versions"]
-    fig.suptitle(
+    title = (
         f"nrtrec encoders, version {VERSION} ({model['training']}): Triton "
         f"{v['tritonserver']} (nvidia-pytriton {v['nvidia-pytriton']}, Python backend + "
         f"onnxruntime) over gRPC vs in-process onnxruntime {v['onnxruntime']}\n"
         f"{m['cpu']}, {m['usable_cores']} cores, {m['ram_gib']} GiB, Python {m['python']}, "
         f"tritonclient {v['tritonclient']}, {m['date']}"
-        + (" (--quick)" if results["params"]["quick"] else ""),
-        fontsize=11,
+        + (" (--quick)" if results["params"]["quick"] else "")
     )
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
-    fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)
+    draw_panels(PANELS, results, path, title)
 
 
 # ---- report ------------------------------------------------------------------------------
@@ -862,16 +842,7 @@ def main(
     server: Triton | None = None
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="nrtrec-bench-")))
-        progress = stack.enter_context(
-            Progress(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console,
-            )
-        )
+        progress = stack.enter_context(progress_bar(console))
         repo = ModelRepository(workdir / "models")
         repo.path.mkdir()
 
@@ -958,9 +929,7 @@ def main(
     machine["loadavg_end"] = list(os.getloadavg())
     results["timings_s"]["total"] = time.perf_counter() - started
 
-    json_path, png_path = out / "encoders.json", out / "encoders.png"
-    _write(json_path, lambda p: p.write_text(json.dumps(results, indent=2) + "\n"))
-    _write(png_path, lambda p: plot(results, p))
+    json_path, png_path = write_results(out, "encoders", results, plot)
     for table in summary(results):
         Console(stderr=True, width=max(console.width, 110)).print(table)
     console.print(f"wrote {json_path} and {png_path} in {results['timings_s']['total']:.0f} s")

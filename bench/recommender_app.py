@@ -28,8 +28,6 @@ import contextlib
 import gc
 import multiprocessing as mp
 import os
-import signal
-import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -45,16 +43,19 @@ from pydantic_core import from_json
 from rich.console import Console
 from rich.table import Table
 
-from bench.query_node import (
+from bench.common import (
+    ServerProcess,
     free_port,
     machine_info,
-    no_gc,
+    ms_percentiles,
     nrtrec_command,
     percentiles,
+    timed_rounds,
     unit,
+    write_results,
 )
+from nrtrec.core.settings import RedisSettings, Settings, UserStoreSettings
 from nrtrec.schemas import UserVector
-from nrtrec.settings import RedisSettings, Settings, UserStoreSettings
 from nrtrec.user_store import UserVectorStore, open_store
 
 INDEX = "items"
@@ -95,69 +96,25 @@ class Params:
 # ---- processes ------------------------------------------------------------------------------
 
 
-class Server:
-    """One server process on a free loopback port, its output in ``<workdir>/<name>.log``."""
-
-    def __init__(self, name: str, argv: list[str], workdir: Path, env: dict[str, str], port: int):
-        self.name = name
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = workdir / f"{name}.log"
-        self.argv = argv
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            argv, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **env}
-        )
-
-    def wait(self, ready: Callable[[], bool], timeout_s: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited:\n{self.tail()}")
-            with contextlib.suppress(Exception):
-                if ready():
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not ready after {timeout_s:.0f} s:\n{self.tail()}")
-
-    def wait_healthy(self) -> None:
-        self.wait(lambda: httpx.get(f"{self.url}/healthz", trust_env=False).is_success)
-
-    def tail(self, lines: int = 30) -> str:
-        self._log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-
 @dataclass
 class Stack:
-    redis: Server
-    nodes: list[Server]
-    gateway: Server
-    app: Server
+    redis: ServerProcess
+    nodes: list[ServerProcess]
+    gateway: ServerProcess
+    app: ServerProcess
     settings: Settings
 
-    def servers(self) -> list[Server]:
+    def servers(self) -> list[ServerProcess]:
         return [self.app, self.gateway, *self.nodes, self.redis]
 
 
 def start_stack(p: Params, workdir: Path, exits: contextlib.ExitStack) -> Stack:
     nrtrec = nrtrec_command()
     redis_port = free_port()
-    redis = Server(
+    redis = ServerProcess(
         "redis",
         ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--save", ""],
         workdir,
-        {},
         redis_port,
     )
     exits.callback(redis.close)
@@ -174,7 +131,7 @@ def start_stack(p: Params, workdir: Path, exits: contextlib.ExitStack) -> Stack:
         port = free_port()
         argv = [*nrtrec, "query-node", "--host", "127.0.0.1", "--port", str(port)]
         argv += ["--data-dir", str(workdir / f"node{shard}"), "--token", TOKEN]
-        node = Server(f"query-node-{shard}", argv, workdir, quiet, port)
+        node = ServerProcess(f"query-node-{shard}", argv, workdir, port, quiet)
         exits.callback(node.close)
         nodes.append(node)
     for node in nodes:
@@ -184,7 +141,7 @@ def start_stack(p: Params, workdir: Path, exits: contextlib.ExitStack) -> Stack:
     argv += ["--num-partitions", "4"]
     for node in nodes:
         argv += ["--shard", node.url]
-    gateway = Server("gateway", argv, workdir, quiet, port)
+    gateway = ServerProcess("gateway", argv, workdir, port, quiet)
     exits.callback(gateway.close)
     gateway.wait_healthy()
     port = free_port()
@@ -196,7 +153,7 @@ def start_stack(p: Params, workdir: Path, exits: contextlib.ExitStack) -> Stack:
         "NRTREC_REDIS__PORT": str(redis_port),
         "NRTREC_USER_STORE__KEY_PREFIX": KEY_PREFIX,
     }
-    app = Server("app", argv, workdir, env, port)
+    app = ServerProcess("app", argv, workdir, port, env)
     exits.callback(app.close)
     app.wait_healthy()
     return Stack(redis, nodes, gateway, app, settings)
@@ -311,38 +268,27 @@ def section_baseline(p: Params, stack: Stack, store: UserVectorStore, data: Data
         ).raise_for_status(),
         "store_get": lambda u: store.get(data.user_ids[u]),
     }
-    names = list(paths)
     n = min(p.baseline_queries, p.users)
-    for u in range(min(p.warmup, n)):
-        for name in names:
-            paths[name](u)
-    split = {s: [] for s in split}
-    sources.clear()
-    times: dict[str, list[int]] = {name: [] for name in names}
-    with no_gc():
-        for u in range(n):
-            shift = u % len(names)
-            for name in names[shift:] + names[:shift]:
-                t0 = time.perf_counter_ns()
-                paths[name](u)
-                times[name].append(time.perf_counter_ns() - t0)
+
+    def forget_warmup() -> None:
+        for values in split.values():
+            values.clear()
+        sources.clear()
+
+    times, _ = timed_rounds(paths, n, p.warmup, after_warmup=forget_warmup)
     for client in (app, gateway, node):
         client.close()
     out: dict[str, Any] = {"requests": n, "sources": dict(sources)}
-    for name in names:
+    for name in paths:
         out[name] = percentiles(times[name])
     out["app_split_ms"] = {s: _ms_stats(v) for s, v in split.items()}
     base = out["app"]["p95_ms"]
-    out["ratios_to_app_p95"] = {name: out[name]["p95_ms"] / base for name in names}
+    out["ratios_to_app_p95"] = {name: out[name]["p95_ms"] / base for name in paths}
     return out
 
 
 def _ms_stats(values: Sequence[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    a = np.asarray(values)
-    p50, p95, p99 = np.percentile(a, [50, 95, 99])
-    return {"p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "mean_ms": float(a.mean())}
+    return ms_percentiles(values) if values else {}
 
 
 # ---- section: sustained load (separate processes) -------------------------------------------
@@ -692,13 +638,9 @@ def main(
     results["machine"]["loadavg_end"] = list(os.getloadavg())
     results["targets"] = targets(results)
     results["timings_s"]["total"] = time.perf_counter() - started
-    json_path = out / "recommender_app.json"
-    import json
-
-    json_path.write_text(json.dumps(results, indent=2, default=float) + "\n")
-    plot(results, out / "recommender_app.png")
+    json_path, png_path = write_results(out, "recommender_app", results, plot, default=float)
     console.print(summary(results))
-    console.print(f"wrote {json_path} and {out / 'recommender_app.png'}")
+    console.print(f"wrote {json_path} and {png_path}")
 
 
 if __name__ == "__main__":

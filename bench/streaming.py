@@ -16,7 +16,6 @@ broker, at the same poll interval as the probes. bench/README.md explains every 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -35,21 +34,22 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench.query_node import machine_info
-from nrtrec.datasets import load_movielens
-from nrtrec.deploy import LocalRunner
-from nrtrec.deploy.pipeline import ensure_indexes, ensure_jobs, ensure_models
-from nrtrec.deploy.services.query_nodes import GatewayService, QueryNodeService
-from nrtrec.schemas import ClickEvent, encode
-from nrtrec.schemas.partitioning import PRODUCER_CONFIG
-from nrtrec.settings import (
+from bench.common import free_port, machine_info, wait_for, write_results
+from nrtrec.cli.up import ensure_indexes, ensure_jobs, ensure_models
+from nrtrec.core.datasets import load_movielens
+from nrtrec.core.kafka import producer_config
+from nrtrec.core.settings import (
     CouchbaseSettings,
     FlinkSettings,
     KafkaSettings,
     RedisSettings,
     Settings,
+    TopicSettings,
     TritonSettings,
 )
+from nrtrec.deploy import LocalRunner
+from nrtrec.deploy.services.query_nodes import GatewayService, QueryNodeService
+from nrtrec.schemas import ClickEvent, encode
 from nrtrec.streaming.submit import ITEM_DELTAS, USER_VECTORS, running_jobs
 from nrtrec.user_store import open_store
 
@@ -57,9 +57,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.conftest import free_port  # noqa: E402
+from tests.conftest import free_port_pair  # noqa: E402
 from tests.stack import Stack  # noqa: E402
-from tests.streaming.test_pipeline import consecutive_free_ports  # noqa: E402
 
 MODEL_VERSION = 2
 FRESHNESS_TARGET_S = 1.0
@@ -81,15 +80,6 @@ def pct(xs: list[float]) -> dict[str, float | None]:
     }
 
 
-def wait_for(predicate, timeout_s: float, what: str) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        if predicate():
-            return time.monotonic() - t0
-        time.sleep(0.2)
-    raise TimeoutError(f"{what}: not within {timeout_s:.0f}s")
-
-
 def make_settings(run_dir: Path, tag: str) -> Settings:
     base = Settings(
         run_dir=run_dir / "run",
@@ -107,25 +97,18 @@ def make_settings(run_dir: Path, tag: str) -> Settings:
     )
     return base.model_copy(
         update={
-            "query_node": base.query_node.model_copy(
-                update={
-                    "port": consecutive_free_ports(2),
-                    "deltas_topic": f"item-deltas-{tag}",
-                    "dead_letters_topic": f"dead-{tag}",
-                }
+            # Shard n listens on query_node.port + n: two free ports in a row.
+            "query_node": base.query_node.model_copy(update={"port": free_port_pair()}),
+            "topics": TopicSettings(
+                clicks=f"clicks-{tag}",
+                listings=f"listings-{tag}",
+                item_deltas=f"item-deltas-{tag}",
+                dead_letters=f"dead-{tag}",
             ),
             "gateway": base.gateway.model_copy(update={"port": free_port()}),
             "local": base.local.model_copy(update={"query_node_shards": 2}),
             "user_store": base.user_store.model_copy(update={"key_prefix": f"bench-{tag}:"}),
-            "streaming": base.streaming.model_copy(
-                update={
-                    "clicks_topic": f"clicks-{tag}",
-                    "listings_topic": f"listings-{tag}",
-                    "item_deltas_topic": f"item-deltas-{tag}",
-                    "dead_letters_topic": f"dead-{tag}",
-                    "consumer_group": f"bench-{tag}",
-                }
-            ),
+            "streaming": base.streaming.model_copy(update={"consumer_group": f"bench-{tag}"}),
         }
     )
 
@@ -172,7 +155,7 @@ def kafka_baseline(bootstrap: str, partitions: int, rate: float, seconds: float)
 
     # Warm the consumer's assignment before timing.
     deadline = time.monotonic() + 1e9
-    producer = Producer({**PRODUCER_CONFIG, "bootstrap.servers": bootstrap})
+    producer = Producer(producer_config(bootstrap, "nrtrec-bench-baseline"))
     t = threading.Thread(target=consume, daemon=True)
     t.start()
     time.sleep(3)
@@ -274,7 +257,7 @@ def run_rate(
     progress: Progress,
 ) -> tuple[dict, int]:
     rng = np.random.default_rng(int(rate))
-    producer = Producer({**PRODUCER_CONFIG, "bootstrap.servers": settings.kafka.bootstrap_servers})
+    producer = Producer(producer_config(settings.kafka.bootstrap_servers, "nrtrec-bench-events"))
     probes = Probes(settings)
     threads = [
         threading.Thread(target=probes.check_clicks, daemon=True),
@@ -303,7 +286,7 @@ def run_rate(
             m = movies[int(rng.integers(len(movies)))]
             ev = m.listing(ts).model_copy(update={"title": f"{m.title} #{seq}"})
             now = time.monotonic()
-            producer.produce(settings.streaming.listings_topic, key=m.item_id, value=encode(ev))
+            producer.produce(settings.topics.listings, key=m.item_id, value=encode(ev))
             if counts["listing"] % listing_stride == 0:
                 with probes.lock:
                     probes.listings[seq] = (m.item_id, seq, now)
@@ -316,7 +299,7 @@ def run_rate(
                 event_id=f"bench-{seq}", user_id=user, item_id=item, action="view", ts=ts
             )
             now = time.monotonic()
-            producer.produce(settings.streaming.clicks_topic, key=user, value=encode(ev))
+            producer.produce(settings.topics.clicks, key=user, value=encode(ev))
             if counts["click"] % click_stride == 0:
                 with probes.lock:
                     probes.clicks[seq] = (user, ts, now)
@@ -415,7 +398,8 @@ def plot(results: dict, path: Path) -> None:
         fontsize=10,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
 
 
 # ---- command line -------------------------------------------------------------------------
@@ -459,12 +443,7 @@ def main(
             train_test_models(settings.triton.model_repository)
             setup["train_s"] = time.monotonic() - t
         admin = AdminClient({"bootstrap.servers": bootstrap})
-        topics = {
-            settings.streaming.clicks_topic,
-            settings.streaming.listings_topic,
-            settings.streaming.item_deltas_topic,
-            settings.streaming.dead_letters_topic,
-        }
+        topics = set(settings.topics.all().values())
         futures = admin.create_topics(
             [NewTopic(x, num_partitions=settings.kafka.partitions) for x in topics]
         )
@@ -485,11 +464,9 @@ def main(
         data = load_movielens()
         movies = list(data.movies.values())[:catalogue]
         users = sorted({x.user_id for x in data.interactions})
-        producer = Producer({**PRODUCER_CONFIG, "bootstrap.servers": bootstrap})
+        producer = Producer(producer_config(bootstrap, "nrtrec-bench-catalogue"))
         for m in movies:
-            producer.produce(
-                settings.streaming.listings_topic, key=m.item_id, value=encode(m.listing(1000))
-            )
+            producer.produce(settings.topics.listings, key=m.item_id, value=encode(m.listing(1000)))
         producer.flush(30)
         last = movies[-1].item_id
         with console.status(f"catalogue of {len(movies)} listings"), httpx.Client() as c:
@@ -594,8 +571,7 @@ def main(
         stack.close()
     machine["loadavg_end"] = list(os.getloadavg())
     out.mkdir(parents=True, exist_ok=True)
-    (out / "streaming.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, out / "streaming.png")
+    write_results(out, "streaming", results, plot)
     table = Table(title=f"freshness (ms); max sustained {results['max_sustained_rate']} events/s")
     for col in ("rate", "achieved", "kind", "p50", "p95", "p99", "max", "found/probes"):
         table.add_column(col)

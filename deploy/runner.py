@@ -9,11 +9,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from nrtrec.core.settings import Settings
 from nrtrec.deploy.errors import PortInUse, ServiceFailed
 from nrtrec.deploy.services import default_services
 from nrtrec.deploy.services.base import Service, port_free
 from nrtrec.deploy.supervisor import Supervisor, log_tail, wait_until
-from nrtrec.settings import Settings
 
 log = logging.getLogger(__name__)
 

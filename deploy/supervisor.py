@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 
+from nrtrec.core.settings import SETTINGS_FILE_ENV, write_settings_file
 from nrtrec.deploy.services.base import Process
 
 
@@ -60,6 +61,9 @@ class Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{process.name}.log"
         env = {**os.environ, **process.env}
+        if process.settings is not None:
+            path = self.run_dir / "settings" / f"{process.name}.json"
+            env[SETTINGS_FILE_ENV] = str(write_settings_file(process.settings, path))
         with open(log_path, "ab") as log:
             # A session of its own, so that `down` can stop the whole process group and a
             # terminal's Ctrl-C on the CLI does not take the services with it.

@@ -1,10 +1,11 @@
-"""Errors of the query node. Each names the caller's mistake; ``code`` is what HTTP answers."""
+"""Errors of the query node beyond the index's own (``nrtrec.ann.errors``): which indexes it
+serves. Each names the caller's mistake; ``code`` is what HTTP answers."""
 
 from __future__ import annotations
 
 
 class QueryNodeError(Exception):
-    """Base of every query-node error."""
+    """Base of the node's own errors."""
 
     code = "query_node_error"
 
@@ -28,39 +29,3 @@ class IndexExists(QueryNodeError):
             f"index {name!r} version {model_version} already exists"
             + (f" with another spec: {reason}" if reason else "")
         )
-
-
-class InvalidSpec(QueryNodeError):
-    """An index spec that hnswlib cannot build (bad name, dimension, metric, parameters)."""
-
-    code = "invalid_spec"
-
-
-class InvalidVector(QueryNodeError):
-    """Wrong dimension, NaN or infinity, or a zero vector where cosine needs a direction."""
-
-    code = "invalid_vector"
-
-
-class InvalidFilter(QueryNodeError):
-    """A filter outside the grammar; the message says which attribute and why."""
-
-    code = "invalid_filter"
-
-
-class OutOfRange(QueryNodeError):
-    """A search parameter (k, ef) or a batch size outside the node's limits."""
-
-    code = "out_of_range"
-
-
-class SnapshotError(QueryNodeError):
-    """A snapshot that cannot be written or read back."""
-
-    code = "snapshot_error"
-
-
-class IndexBusy(QueryNodeError):
-    """A search asked not to wait found the index being written; the caller retries waiting."""
-
-    code = "index_busy"

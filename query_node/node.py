@@ -14,13 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from nrtrec.ann import IndexSpec, SearchResult, Snapshot, SnapshotStore, StoredItem, VectorIndex
+from nrtrec.core.settings import Settings
 from nrtrec.query_node.errors import IndexExists
-from nrtrec.query_node.filters import Filter
-from nrtrec.query_node.index import IndexSpec, SearchResult, StoredItem, VectorIndex
 from nrtrec.query_node.registry import IndexKey, IndexRegistry
-from nrtrec.query_node.snapshots import Snapshot, SnapshotStore
+from nrtrec.schemas.filters import Filter
 from nrtrec.schemas.query_api import Metric
-from nrtrec.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
+from nrtrec.ann import IndexSpec, VectorIndex
+from nrtrec.core.settings import QueryNodeSettings
 from nrtrec.query_node.errors import IndexExists, IndexNotFound
-from nrtrec.query_node.index import IndexSpec, VectorIndex
-from nrtrec.settings import QueryNodeSettings
 
 IndexKey = tuple[str, int]
 

@@ -17,6 +17,9 @@ from typing import TypedDict
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from nrtrec.core.settings import Settings
+from nrtrec.core.web.timing import LatencyMiddleware
+from nrtrec.query_node.client import QueryClient
 from nrtrec.recommender_app import errors
 from nrtrec.recommender_app.clicks import ClickPublisher
 from nrtrec.recommender_app.deps import Services
@@ -25,21 +28,14 @@ from nrtrec.recommender_app.popular import PopularItems
 from nrtrec.recommender_app.routes import events, health, homepage, recommend
 from nrtrec.recommender_app.service import Recommender
 from nrtrec.recommender_app.store import AsyncStore
-from nrtrec.recommender_app.upstream import GatewayClient
 from nrtrec.recommender_app.versions import LiveVersions
-from nrtrec.settings import Settings
 from nrtrec.user_store import UserVectorStore
-from nrtrec.web.timing import LatencyMiddleware
 
 log = logging.getLogger(__name__)
 
 
 class State(TypedDict):
     services: Services
-
-
-def gateway_url(settings: Settings) -> str:
-    return settings.app.gateway_url or f"http://{settings.gateway.host}:{settings.gateway.port}"
 
 
 def create_app(settings: Settings | None = None, store: UserVectorStore | None = None) -> FastAPI:
@@ -52,7 +48,13 @@ def create_app(settings: Settings | None = None, store: UserVectorStore | None =
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         cfg = settings.app
         async_store = AsyncStore(settings, store)
-        gateway = GatewayClient(gateway_url(settings), cfg.max_connections)
+        # No retries: a request's deadline leaves no room for a second try (it degrades).
+        gateway = QueryClient.of(
+            settings,
+            timeout_s=cfg.search_timeout_s,
+            retries=0,
+            max_connections=cfg.max_connections,
+        )
         versions = LiveVersions(gateway, cfg.index_name, cfg.versions_ttl_s)
         popular = PopularItems(settings, async_store, gateway, versions)
         publisher = ClickPublisher(settings)
@@ -73,7 +75,7 @@ def create_app(settings: Settings | None = None, store: UserVectorStore | None =
             refresh.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await refresh
-            await gateway.aclose()
+            await gateway.close()
             await asyncio.to_thread(publisher.close)
             await asyncio.to_thread(async_store.close)
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from nrtrec.schemas import ClickEvent, Topic, encode
-from nrtrec.settings import Settings
+from nrtrec.core.kafka import producer_config
+from nrtrec.core.settings import Settings
+from nrtrec.schemas import ClickEvent, encode
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +36,17 @@ class Delivered:
 class ClickPublisher:
     def __init__(self, settings: Settings):
         app = settings.app
-        self.topic = app.clicks_topic or Topic.CLICKS.value
+        self.topic = settings.topics.clicks
         self.timeout_s = app.event_timeout_s
         self._producer = Producer(
-            {
-                "bootstrap.servers": app.kafka_bootstrap or settings.kafka.bootstrap_servers,
-                "client.id": "nrtrec-app",
+            producer_config(
+                app.kafka_bootstrap or settings.kafka.bootstrap_servers,
+                "nrtrec-app",
                 # A click is sent at once: the caller waits for its acknowledgement.
-                "linger.ms": 1,
-                # No duplicates from the producer's own retries.
-                "enable.idempotence": True,
+                **{"linger.ms": 1},
                 # Bounds how long a record the caller gave up on (503) may still be delivered.
-                "message.timeout.ms": int(max(5.0, 5 * app.event_timeout_s) * 1000),
-            },
+                **{"message.timeout.ms": int(max(5.0, 5 * app.event_timeout_s) * 1000)},
+            ),
             # librdkafka's own log lines (a broker that is not there yet) go to ours, not stderr.
             logger=log,
         )

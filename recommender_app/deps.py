@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
+from nrtrec.core.settings import Settings
 from nrtrec.recommender_app.clicks import ClickPublisher
 from nrtrec.recommender_app.errors import BadParameter
 from nrtrec.recommender_app.metrics import Metrics
@@ -15,7 +16,6 @@ from nrtrec.recommender_app.service import Recommender
 from nrtrec.recommender_app.store import AsyncStore
 from nrtrec.recommender_app.timing import Timings
 from nrtrec.recommender_app.versions import LiveVersions
-from nrtrec.settings import Settings
 
 # A user or item id as the schemas define it: no leading or trailing whitespace.
 ID_PATTERN = r"^\S(.*\S)?$"

@@ -7,9 +7,9 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from nrtrec.core.web.errors import error_response, install_common
 from nrtrec.recommender_app.clicks import PublishFailed
-from nrtrec.recommender_app.filters import BadFilter
-from nrtrec.web.errors import error_response, install_common
+from nrtrec.schemas.errors import InvalidFilter
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ class BadParameter(ValueError):
 
 
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(BadFilter, _bad_filter)
+    app.add_exception_handler(InvalidFilter, _bad_filter)
     app.add_exception_handler(BadParameter, _bad_parameter)
     app.add_exception_handler(PublishFailed, _publish_failed)
     install_common(app, "the app")

@@ -15,16 +15,13 @@ from typing import Any
 
 import anyio
 
+from nrtrec.core.settings import Settings
+from nrtrec.query_node.client import QueryApiError, QueryClient
 from nrtrec.recommender_app.store import AsyncStore
-from nrtrec.recommender_app.upstream import GatewayClient, UpstreamError
 from nrtrec.recommender_app.versions import LiveVersions
-from nrtrec.settings import Settings
 from nrtrec.user_store import StoreError
 
 log = logging.getLogger(__name__)
-
-# A background refresh is not on a request's clock: it may wait longer than a request would.
-REFRESH_TIMEOUT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -52,7 +49,7 @@ class PopularList:
 
 class PopularItems:
     def __init__(
-        self, settings: Settings, store: AsyncStore, gateway: GatewayClient, versions: LiveVersions
+        self, settings: Settings, store: AsyncStore, gateway: QueryClient, versions: LiveVersions
     ):
         self._app = settings.app
         self._store = store
@@ -66,14 +63,18 @@ class PopularItems:
         return self._list
 
     async def get(self, timeout_s: float) -> PopularList:
-        """The cached list; read from the store first when there is none yet (start-up)."""
+        """The cached list; read from the store first when there is none yet (start-up).
+
+        A request that comes while the first refresh is under way waits for it (within its own
+        budget), so an answer before the first list says whether the store failed.
+        """
         if self._list.refreshed_at is None:
-            if self._lock.locked():
-                return self._list
-            await self.refresh(timeout_s)
+            with anyio.move_on_after(timeout_s):
+                await self.refresh(timeout_s)
         return self._list
 
-    async def refresh(self, timeout_s: float = REFRESH_TIMEOUT_S) -> None:
+    async def refresh(self, timeout_s: float | None = None) -> None:
+        timeout_s = self._app.popular_refresh_timeout_s if timeout_s is None else timeout_s
         async with self._lock:
             try:
                 ranked = await self._store.popular(self._app.popular_pool, timeout_s)
@@ -99,12 +100,12 @@ class PopularItems:
             if not live:
                 return {}
             found = await self._gateway.items(
-                self._app.index_name, ids, live[0].model_version, timeout_s
+                self._app.index_name, ids, live[0].model_version, timeout_s=timeout_s
             )
-        except UpstreamError as e:
+        except QueryApiError as e:
             log.info("popular items: no attributes this time: %s", e)
             return {}
-        return {item["id"]: item["attributes"] for item in found["items"]}
+        return {item.id: item.attributes for item in found.items}
 
     async def run(self) -> None:
         """Refresh forever (the app's lifespan cancels it)."""

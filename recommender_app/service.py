@@ -17,26 +17,18 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from nrtrec.recommender_app.filters import Filter, matches
+from nrtrec.core.settings import Settings
+from nrtrec.query_node.client import NotFound, QueryApiError, QueryClient, Refused, Unavailable
 from nrtrec.recommender_app.models import Source
 from nrtrec.recommender_app.popular import PopularItems
 from nrtrec.recommender_app.store import AsyncStore
 from nrtrec.recommender_app.timing import Timings
-from nrtrec.recommender_app.upstream import (
-    GatewayClient,
-    NotFound,
-    Rejected,
-    Unavailable,
-    UpstreamError,
-)
 from nrtrec.recommender_app.versions import Listing, LiveVersions
-from nrtrec.settings import Settings
+from nrtrec.schemas.filters import Filter
+from nrtrec.schemas.query_api import SearchHit, SearchRequest
 from nrtrec.user_store import StoreError
 
 log = logging.getLogger(__name__)
-
-# The query nodes' default max_k: a search asks for k plus the user's recent items, at most this.
-SEARCH_MAX_K = 1000
 
 Json = dict[str, Any]
 
@@ -53,9 +45,9 @@ class Answer:
     reasons: list[str] = field(default_factory=list)
 
 
-def _item(hit: Json) -> Json:
-    title = (hit.get("attributes") or {}).get("title")
-    item: Json = {"id": hit["id"], "score": hit["score"]}
+def _item(hit: SearchHit) -> Json:
+    title = (hit.attributes or {}).get("title")
+    item: Json = {"id": hit.id, "score": hit.score}
     if title is not None:
         item["title"] = str(title)
     return item
@@ -66,11 +58,13 @@ class Recommender:
         self,
         settings: Settings,
         store: AsyncStore,
-        gateway: GatewayClient,
+        gateway: QueryClient,
         versions: LiveVersions,
         popular: PopularItems,
     ):
         self._app = settings.app
+        # A search asks for k plus the user's recent items, at most what a node answers.
+        self._search_max_k = settings.query_node.max_k
         self._store = store
         self._gateway = gateway
         self._versions = versions
@@ -78,7 +72,7 @@ class Recommender:
 
     # ---- GET /v1/users/{user_id}/recommendations ------------------------------------------
 
-    async def for_user(self, user_id: str, k: int, filter: Filter | None, t: Timings) -> Answer:
+    async def for_user(self, user_id: str, k: int, filter: Filter, t: Timings) -> Answer:
         reasons: list[str] = []
         try:
             with t.stage("store"):
@@ -108,21 +102,21 @@ class Recommender:
                     live.dim,
                 )
                 continue
-            wanted = min(k + len(viewed), SEARCH_MAX_K)
+            wanted = min(k + len(viewed), self._search_max_k)
             try:
                 hits = await self._search(user_vector.vector, version, wanted, filter, t, reasons)
             except _GiveUp:
                 break
             if hits is None:
                 continue
-            kept = [_item(h) for h in hits if h["id"] not in viewed][:k]
+            kept = [_item(h) for h in hits if h.id not in viewed][:k]
             source = Source.PERSONALIZED if version == newest else Source.OLDER_VERSION
             return Answer(kept, version, source, reasons)
         return await self._popular_answer(k, viewed, filter, t, reasons)
 
     # ---- GET /v1/items/{item_id}/similar ---------------------------------------------------
 
-    async def similar(self, item_id: str, k: int, filter: Filter | None, t: Timings) -> Answer:
+    async def similar(self, item_id: str, k: int, filter: Filter, t: Timings) -> Answer:
         reasons: list[str] = []
         listing = await self._listing(t, reasons)
         if listing is None:
@@ -136,28 +130,28 @@ class Recommender:
                         self._app.index_name,
                         [item_id],
                         version,
-                        t.budget(self._app.search_timeout_s),
+                        timeout_s=t.budget(self._app.search_timeout_s),
                     )
             except NotFound:
                 self._versions.invalidate()
                 continue
-            except UpstreamError as e:
+            except QueryApiError as e:
                 reasons.append(f"search_unavailable: {e}")
                 break
-            if not found["items"]:
-                if found.get("partial"):
+            if not found.items:
+                if found.partial:
                     # The item's own shard did not answer: it may well be there.
-                    reasons.append(f"partial_results: shard(s) {found['failed_shards']} down")
+                    reasons.append(f"partial_results: shard(s) {found.failed_shards} down")
                     break
                 continue  # not in this version: try the next older one
-            vector = found["items"][0]["vector"]
+            vector = found.items[0].vector
             try:
                 hits = await self._search(vector, version, k + 1, filter, t, reasons)
             except _GiveUp:
                 break
             if hits is None:
                 continue
-            kept = [_item(h) for h in hits if h["id"] != item_id][:k]
+            kept = [_item(h) for h in hits if h.id != item_id][:k]
             newest = version == live[0].model_version
             source = Source.PERSONALIZED if newest else Source.OLDER_VERSION
             return Answer(kept, version, source, reasons)
@@ -187,17 +181,20 @@ class Recommender:
         try:
             with t.stage("search"):
                 found = await self._gateway.items(
-                    self._app.index_name, ids, newest, t.budget(self._app.search_timeout_s)
+                    self._app.index_name,
+                    ids,
+                    newest,
+                    timeout_s=t.budget(self._app.search_timeout_s),
                 )
-        except UpstreamError as e:
+        except QueryApiError as e:
             reasons.append(f"search_unavailable: {e}")
             return {}
-        if found.get("partial"):
-            reasons.append(f"partial_results: shard(s) {found['failed_shards']} did not answer")
+        if found.partial:
+            reasons.append(f"partial_results: shard(s) {found.failed_shards} did not answer")
         return {
-            item["id"]: str(item["attributes"]["title"])
-            for item in found["items"]
-            if "title" in item["attributes"]
+            item.id: str(item.attributes["title"])
+            for item in found.items
+            if "title" in item.attributes
         }
 
     # ---- the steps --------------------------------------------------------------------------
@@ -206,7 +203,7 @@ class Recommender:
         try:
             with t.stage("search"):
                 return await self._versions.get(t.budget(self._app.search_timeout_s))
-        except UpstreamError as e:
+        except QueryApiError as e:
             reasons.append(f"search_unavailable: {e}")
             return None
 
@@ -215,30 +212,31 @@ class Recommender:
         vector: list[float],
         version: int,
         k: int,
-        filter: Filter | None,
+        filter: Filter,
         t: Timings,
         reasons: list[str],
-    ) -> list[Json] | None:
+    ) -> list[SearchHit] | None:
         """The hits; None when the version's index is gone (try another). Raises ``_GiveUp``
         when the gateway could not answer (no vector search then: popular items)."""
-        body: Json = {
-            "vector": vector,
-            "k": k,
-            "model_version": version,
-            "include_attributes": True,
-        }
-        if filter:
-            body["filter"] = filter
+        request = SearchRequest(
+            vector=vector,
+            k=k,
+            model_version=version,
+            include_attributes=True,
+            filter=filter.to_json(),
+        )
         try:
             with t.stage("search"):
                 answer = await self._gateway.search(
-                    self._app.index_name, body, t.budget(self._app.search_timeout_s)
+                    self._app.index_name,
+                    request,
+                    timeout_s=t.budget(self._app.search_timeout_s),
                 )
         except NotFound:
             # Dropped since the listing: list again next time, try the next version now.
             self._versions.invalidate()
             return None
-        except Rejected as e:
+        except Refused as e:
             # Our request, not the caller's: a bug or bad data (say, a NaN in a stored vector).
             log.error("search v%d rejected: %s", version, e)
             reasons.append(f"search_rejected: {e}")
@@ -246,18 +244,18 @@ class Recommender:
         except Unavailable as e:
             reasons.append(f"search_unavailable: {e}")
             raise _GiveUp from None
-        if answer.get("partial"):
+        if answer.partial:
             reasons.append(
-                f"partial_results: shard(s) {answer['failed_shards']} did not answer; "
+                f"partial_results: shard(s) {answer.failed_shards} did not answer; "
                 "their items are missing"
             )
-        return answer["items"]
+        return answer.items
 
     async def _popular_answer(
         self,
         k: int,
         exclude: Collection[str],
-        filter: Filter | None,
+        filter: Filter,
         t: Timings,
         reasons: list[str],
     ) -> Answer:
@@ -266,7 +264,7 @@ class Recommender:
         reasons.extend(popular.reasons())
         items: list[Json] = []
         for p in popular.items:
-            if p.id in exclude or not matches(p.attributes, filter):
+            if p.id in exclude or not filter.matches(p.attributes):
                 continue
             item: Json = {"id": p.id, "score": p.views}
             title = (p.attributes or {}).get("title")

@@ -1,9 +1,9 @@
 """The user-vector store from async code: each call in a worker thread, bounded by a timeout.
 
 The store is synchronous (``nrtrec.user_store``). A call runs in a thread of its own limiter, so
-a hung store can take at most ``THREADS`` threads and never the event loop or the default pool;
-a call past its timeout is abandoned (its thread finishes on its own, bounded by the store's own
-socket timeout) and reported as :class:`StoreUnavailable`.
+a hung store can take at most ``app.store_threads`` threads and never the event loop or the
+default pool; a call past its timeout is abandoned (its thread finishes on its own, bounded by
+the store's own socket timeout) and reported as :class:`StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ from typing import TypeVar
 import anyio
 import anyio.to_thread
 
+from nrtrec.core.settings import Settings
 from nrtrec.schemas import UserVectors
-from nrtrec.settings import Settings
 from nrtrec.user_store import StoreError, StoreUnavailable, UserVectorStore, open_store
 
 log = logging.getLogger(__name__)
 
-THREADS = 16
 T = TypeVar("T")
 
 
@@ -30,7 +29,7 @@ class AsyncStore:
         self._settings = settings
         self._store = store
         self._owned = store is None
-        self._limiter = anyio.CapacityLimiter(THREADS)
+        self._limiter = anyio.CapacityLimiter(settings.app.store_threads)
 
     async def _run(self, call: Callable[[UserVectorStore], T], what: str, timeout_s: float) -> T:
         try:

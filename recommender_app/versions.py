@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from nrtrec.recommender_app.upstream import GatewayClient, UpstreamError
+from nrtrec.query_node.client import QueryApiError, QueryClient
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class Listing:
 
 
 class LiveVersions:
-    def __init__(self, gateway: GatewayClient, index_name: str, ttl_s: float):
+    def __init__(self, gateway: QueryClient, index_name: str, ttl_s: float):
         self._gateway = gateway
         self._index = index_name
         self._ttl_s = ttl_s
@@ -57,7 +57,7 @@ class LiveVersions:
             self._listing = Listing(self._listing.by_version, 0.0, self._listing.stale)
 
     async def get(self, timeout_s: float) -> Listing:
-        """The live versions; raises ``UpstreamError`` only when there never was a listing."""
+        """The live versions; raises ``QueryApiError`` only when there never was a listing."""
         listing = self._listing
         if listing is not None and time.monotonic() - listing.fetched_at < self._ttl_s:
             return listing
@@ -69,8 +69,8 @@ class LiveVersions:
             if listing is not None and time.monotonic() - listing.fetched_at < self._ttl_s:
                 return listing
             try:
-                entries = await self._gateway.list_indexes(timeout_s)
-            except UpstreamError as e:
+                entries = await self._gateway.indexes(timeout_s=timeout_s)
+            except QueryApiError as e:
                 if listing is None:
                     raise
                 log.warning("index listing failed; using the one from before: %s", e)
@@ -78,11 +78,9 @@ class LiveVersions:
                 self._listing = Listing(listing.by_version, time.monotonic(), f"{e}")
                 return self._listing
             live = {
-                int(e["model_version"]): LiveIndex(
-                    int(e["model_version"]), int(e["dim"]), str(e["metric"]), int(e["count"])
-                )
+                e.model_version: LiveIndex(e.model_version, e.dim, e.metric.value, e.count)
                 for e in entries
-                if e.get("name") == self._index and int(e.get("count", 0)) > 0
+                if e.name == self._index and e.count > 0
             }
             self._listing = Listing(live, time.monotonic())
             return self._listing

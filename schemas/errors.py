@@ -31,6 +31,13 @@ class InvalidRecord(SchemaError):
         return cls(model, problems)
 
 
+class InvalidFilter(SchemaError):
+    """A filter outside the grammar (``schemas.filters``); the message says which attribute
+    and why."""
+
+    code = "invalid_filter"
+
+
 class UnknownTopic(SchemaError):
     """A topic that has no record model."""
 

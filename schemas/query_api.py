@@ -1,7 +1,8 @@
 """HTTP bodies of the query-node API; the gateway and the recommender app speak the same shape.
 
 Paths (see DESIGN.md): ``GET /v1/indexes``, ``PUT|DELETE /v1/indexes/{name}``, ``POST
-/v1/indexes/{name}/upsert|delete|search|items|snapshot``. Every error is an ``ErrorBody``.
+/v1/indexes/{name}/upsert|delete|search|items|snapshot|load``. Every error is an ``ErrorBody``.
+``nrtrec.query_node.client`` is the one client of this API.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from nrtrec.schemas.types import Id, ModelVersion, Record, Vector
 
@@ -20,9 +21,10 @@ IndexName = Annotated[str, Field(pattern=INDEX_NAME_PATTERN)]
 
 Attributes = dict[str, Any]
 
-Filter = dict[str, Any]
+FilterJson = dict[str, Any]
 """Attribute conditions, all of which must hold: ``{"category": "toys"}``, ``{"location": {"in":
-["US", "CA"]}}``, ``{"price": {"gte": 10, "lt": 50}}``; operators eq, ne, in, gt, gte, lt, lte."""
+["US", "CA"]}}``, ``{"price": {"gte": 10, "lt": 50}}``; operators eq, ne, in, gt, gte, lt, lte.
+The grammar is ``schemas.filters`` (``parse_filter`` reads this form)."""
 
 
 class Metric(StrEnum):
@@ -87,7 +89,7 @@ class SearchRequest(Record):
     vector: Vector
     k: int = 10
     ef: int | None = None
-    filter: Filter | None = None
+    filter: FilterJson | None = None
     # Absent: the newest live version of the index.
     model_version: ModelVersion | None = None
     # Each hit then carries its item's attributes (titles for a page, without a second call).
@@ -159,6 +161,42 @@ class SnapshotResult(BaseModel):
     """``POST /v1/indexes/{name}/snapshot``."""
 
     snapshots: list[SnapshotInfo]
+
+
+class LoadRequest(Record):
+    """``POST /v1/indexes/{name}/load``: serve a snapshot built elsewhere (a bulk backfill's).
+    Exactly one of ``path`` and ``snapshot_dir`` (paths on the node's machine)."""
+
+    path: str | None = Field(
+        default=None, description="one snapshot folder: <data_dir>/<name>/<version>/<id>"
+    )
+    snapshot_dir: str | None = Field(
+        default=None,
+        description="a snapshot store's data dir: the newest snapshot of the index there",
+    )
+    # With snapshot_dir, absent: every version of the index found there.
+    model_version: ModelVersion | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LoadRequest:
+        if (self.path is None) == (self.snapshot_dir is None):
+            raise ValueError("give exactly one of path and snapshot_dir")
+        return self
+
+
+class LoadedIndex(BaseModel):
+    name: str
+    model_version: int
+    count: int
+    # The snapshot read, and the copy saved in this node's data dir.
+    source: str
+    snapshot_id: str
+    # What the served index reflects; the node's delta consumer replays from here.
+    offsets: dict[str, int]
+
+
+class LoadResult(BaseModel):
+    loaded: list[LoadedIndex]
 
 
 class ErrorBody(BaseModel):

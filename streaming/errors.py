@@ -11,3 +11,7 @@ class JobSubmitFailed(StreamingError):
 
 class NoCheckpoint(StreamingError):
     """There is no completed checkpoint to restart a job from."""
+
+
+class BulkError(StreamingError):
+    """The bulk backfill cannot go on; the message says what to fix."""

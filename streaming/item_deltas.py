@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Producer
 
-from nrtrec.inference.client import Encoder
-from nrtrec.inference.errors import BadEncoderInput
+from nrtrec.inference.client import BadEncoderInput, Encoder
 from nrtrec.schemas import DeadLetter, ItemDelta, ListingEvent, ListingOp, Topic, encode
 from nrtrec.streaming.attributes import listing_attributes
 from nrtrec.streaming.errors import StreamingError

@@ -1,8 +1,9 @@
-"""Item vectors for the user tower, read from the query nodes through the gateway.
+"""Item vectors for the user tower, read from the query nodes through the query API.
 
 The query nodes hold every item's vector per model version; the user-embedding job asks the
-gateway for the few it needs (``POST /v1/indexes/{name}/items``) and keeps them a short while,
-since a listing's vector changes only when the listing does.
+gateway for the few it needs (``POST /v1/indexes/{name}/items``, through the query-API client,
+which retries a call that got no answer) and keeps them a short while, since a listing's
+vector changes only when the listing does.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable
 
-import httpx
 import numpy as np
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from nrtrec.query_node.client import BlockingQueryClient, NotFound, QueryApiError
 from nrtrec.streaming.errors import StreamingError
 
 
@@ -25,16 +25,13 @@ class ItemLookupUnavailable(StreamingError):
 class ItemVectorLookup:
     def __init__(
         self,
-        gateway_url: str,
+        client: BlockingQueryClient,
         index_name: str,
         *,
         ttl_s: float,
         max_entries: int = 100_000,
-        timeout_s: float = 2.0,
-        token: str | None = None,
     ):
-        headers = {"authorization": f"Bearer {token}"} if token else {}
-        self.client = httpx.Client(base_url=gateway_url, timeout=timeout_s, headers=headers)
+        self.client = client
         self.index_name = index_name
         self.ttl_s = ttl_s
         self.max_entries = max_entries
@@ -53,35 +50,21 @@ class ItemVectorLookup:
                 missing.append(item_id)
         if missing:
             for item in self._fetch(missing, version):
-                vector = np.asarray(item["vector"], np.float32)
-                found[item["id"]] = vector
-                self._cache[(version, item["id"])] = (now, vector)
-                self._cache.move_to_end((version, item["id"]))
+                vector = np.asarray(item.vector, np.float32)
+                found[item.id] = vector
+                self._cache[(version, item.id)] = (now, vector)
+                self._cache.move_to_end((version, item.id))
             while len(self._cache) > self.max_entries:
                 self._cache.popitem(last=False)
         return found
 
-    @retry(
-        retry=retry_if_exception_type(ItemLookupUnavailable),
-        stop=stop_after_attempt(4),
-        wait=wait_exponential(multiplier=0.05, max=1.0),
-        reraise=True,
-    )
-    def _fetch(self, ids: list[str], version: int) -> list[dict]:
+    def _fetch(self, ids: list[str], version: int):
         try:
-            response = self.client.post(
-                f"/v1/indexes/{self.index_name}/items",
-                json={"ids": ids, "model_version": version},
-            )
-        except httpx.HTTPError as e:
-            raise ItemLookupUnavailable(f"gateway {self.client.base_url}: {e}") from e
-        if response.status_code == 404:
+            return self.client.items(self.index_name, ids, version).items
+        except NotFound:
             return []  # no index of this version (yet): no vectors
-        if response.status_code >= 500:
-            raise ItemLookupUnavailable(f"gateway answered {response.status_code}")
-        if response.status_code != 200:
-            raise StreamingError(f"item lookup failed: {response.status_code} {response.text}")
-        return response.json().get("items", [])
+        except QueryApiError as e:
+            raise ItemLookupUnavailable(f"item lookup at {self.client.base_url}: {e}") from e
 
     def close(self) -> None:
         self.client.close()

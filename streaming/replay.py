@@ -7,26 +7,23 @@ from collections.abc import Callable
 
 from confluent_kafka import Producer
 
-from nrtrec.datasets import load_movielens
-from nrtrec.schemas import Topic, encode
-from nrtrec.schemas.partitioning import PRODUCER_CONFIG
-from nrtrec.settings import Settings
-from nrtrec.streaming.jobs.common import topic_name
+from nrtrec.core.datasets import load_movielens
+from nrtrec.core.kafka import producer_config
+from nrtrec.core.settings import Settings
+from nrtrec.schemas import encode
 
 Progress = Callable[[int, int], None]  # (done, total)
 
 
 def _producer(settings: Settings) -> Producer:
-    return Producer(
-        {**PRODUCER_CONFIG, "bootstrap.servers": settings.kafka.bootstrap_servers, "linger.ms": 5}
-    )
+    return Producer(producer_config(settings.kafka.bootstrap_servers, "nrtrec-replay"))
 
 
 def replay_listings(settings: Settings, progress: Progress = lambda d, t: None) -> int:
     """Every title as an upsert on ``listings`` (keyed by item id); returns how many."""
     listings = load_movielens().listings(ts_ms=int(time.time() * 1000))
     producer = _producer(settings)
-    topic = topic_name(settings, Topic.LISTINGS)
+    topic = settings.topics.listings
     for i, listing in enumerate(listings, 1):
         producer.produce(topic, key=listing.item_id.encode(), value=encode(listing))
         producer.poll(0)
@@ -45,7 +42,7 @@ def replay_clicks(
     (the original times are decades old and would read as stale)."""
     clicks = load_movielens().clicks()[:limit]
     producer = _producer(settings)
-    topic = topic_name(settings, Topic.CLICKS)
+    topic = settings.topics.clicks
     start = time.monotonic()
     for i, click in enumerate(clicks, 1):
         due = start + (i - 1) / rate

@@ -1,13 +1,18 @@
-"""Submit the streaming jobs to a Flink cluster, and restart them from their last checkpoint."""
+"""Submit the streaming jobs to a Flink cluster, and restart them from their last checkpoint.
+
+The cluster is anything that can run a PyFlink script and answer Flink's REST API
+(``FlinkCluster``): the local runner's standalone cluster is one.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
-from nrtrec.deploy.services.flink import FlinkService
-from nrtrec.settings import Settings
+from nrtrec.core.settings import Settings, write_settings_file
 from nrtrec.streaming.errors import JobSubmitFailed, NoCheckpoint
 from nrtrec.streaming.jobs.common import checkpoint_dir
 
@@ -25,16 +30,27 @@ ITEM_DELTAS = JobSpec("nrtrec-item-deltas", JOBS_DIR / "item_deltas_job.py")
 JOBS = (ITEM_DELTAS, USER_VECTORS)
 
 
+class FlinkCluster(Protocol):
+    """What submitting needs of a Flink cluster."""
+
+    def connector_jars(self) -> list[Path]: ...
+
+    def submit_python_job(
+        self, script: Path | str, args: Sequence[str] = (), *, restore_from: Path | None = None
+    ) -> str: ...
+
+    def rest(self, method: str, path: str, timeout: float = 10.0) -> Any: ...
+
+
 def settings_file(settings: Settings, job: JobSpec) -> Path:
-    path = settings.run_dir.resolve() / "jobs" / f"{job.name}.settings.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(settings.model_dump_json())
-    path.chmod(0o600)  # it holds the bearer token
-    return path
+    """The job's settings, as its ``--settings`` argument names them."""
+    return write_settings_file(
+        settings, settings.run_dir.resolve() / "jobs" / f"{job.name}.settings.json"
+    )
 
 
 def submit(
-    flink: FlinkService,
+    flink: FlinkCluster,
     settings: Settings,
     job: JobSpec,
     *,
@@ -60,7 +76,7 @@ def latest_checkpoint(settings: Settings, job: JobSpec) -> Path:
     return max(completed, key=lambda p: (p.stat().st_mtime, int(p.name.split("-")[1])))
 
 
-def wait_for_checkpoint(flink: FlinkService, job_id: str, after: int = 0, timeout_s=60.0) -> int:
+def wait_for_checkpoint(flink: FlinkCluster, job_id: str, after: int = 0, timeout_s=60.0) -> int:
     """Block until ``job_id`` completed a checkpoint numbered above ``after``; returns its id."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -72,7 +88,7 @@ def wait_for_checkpoint(flink: FlinkService, job_id: str, after: int = 0, timeou
     raise NoCheckpoint(f"job {job_id}: no checkpoint after #{after} within {timeout_s:.0f}s")
 
 
-def running_jobs(flink: FlinkService) -> dict[str, str]:
+def running_jobs(flink: FlinkCluster) -> dict[str, str]:
     """Names of the RUNNING jobs on the cluster -> job id."""
     overview = flink.rest("GET", "/jobs/overview")
     return {j["name"]: j["jid"] for j in overview.get("jobs", []) if j["state"] == "RUNNING"}

@@ -8,12 +8,11 @@ developer's own stack keeps running beside the tests. Either way a test sees `En
 from __future__ import annotations
 
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from nrtrec.settings import (
+from nrtrec.core.settings import (
     CouchbaseSettings,
     FlinkSettings,
     KafkaSettings,
@@ -22,21 +21,6 @@ from nrtrec.settings import (
     TritonSettings,
 )
 from tests.stack import Stack
-
-
-def wait_for(
-    predicate: Callable[[], bool],
-    timeout_s: float,
-    what: str,
-    diagnose: Callable[[], str] = lambda: "",
-) -> float:
-    """Seconds until ``predicate`` held; fails the test after ``timeout_s`` with ``diagnose()``."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(0.5)
-    pytest.fail(f"{what}: not within {timeout_s:.0f}s\n{diagnose()}")
 
 
 def free_port_pair() -> int:

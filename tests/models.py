@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from nrtrec.datasets import load_movielens
+from nrtrec.core.datasets import load_movielens
 from nrtrec.inference.repository import ModelRepository
 from nrtrec.inference.towers import TowerWeights
 from nrtrec.inference.training.data import next_item_examples, split

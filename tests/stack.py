@@ -6,10 +6,10 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
+from nrtrec.core.settings import Settings
 from nrtrec.deploy import LocalRunner
 from nrtrec.deploy.services import SERVICE_TYPES
 from nrtrec.deploy.services.flink import FlinkService
-from nrtrec.settings import Settings
 
 
 @dataclass(frozen=True)

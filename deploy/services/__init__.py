@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nrtrec.core.settings import Settings
 from nrtrec.deploy.services.app import AppService
 from nrtrec.deploy.services.base import Process, Service
 from nrtrec.deploy.services.couchbase import CouchbaseService
@@ -10,7 +11,6 @@ from nrtrec.deploy.services.kafka import KafkaService
 from nrtrec.deploy.services.query_nodes import GatewayService, QueryNodeService
 from nrtrec.deploy.services.redis import RedisService
 from nrtrec.deploy.services.triton import TritonService
-from nrtrec.settings import Settings
 
 SERVICE_TYPES: dict[str, type[Service]] = {
     s.name: s for s in (KafkaService, FlinkService, TritonService, RedisService, CouchbaseService)

@@ -8,17 +8,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from nrtrec.settings import Settings
+from nrtrec.core.settings import Settings
 
 
 @dataclass(frozen=True)
 class Process:
-    """One OS process of a service; a service may need several (Flink: jobmanager, taskmanager)."""
+    """One OS process of a service; a service may need several (Flink: jobmanager, taskmanager).
+
+    ``settings``: for a process of nrtrec's own, the whole settings it runs on; the supervisor
+    writes them to a file the process reads at start (``write_settings_file``), the one way
+    settings reach a child.
+    """
 
     name: str
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
+    settings: Settings | None = None
 
 
 class Service(ABC):

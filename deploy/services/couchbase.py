@@ -34,18 +34,13 @@ import shutil
 from datetime import timedelta
 from pathlib import Path
 
-import httpx
-
+from nrtrec.core.settings import CouchbaseSettings
 from nrtrec.deploy.errors import InstallFailed
 from nrtrec.deploy.maven import resolve
 from nrtrec.deploy.services.base import Process, Service
-from nrtrec.settings import CouchbaseSettings
 
 log = logging.getLogger(__name__)
 
-# The newest CouchbaseMock release on Maven Central (a jar with its dependencies shaded in).
-# CouchbaseMock's administrator, fixed in its code (its REST API wants it).
-MOCK_ADMIN = ("Administrator", "password")
 LOOPBACK = "127.0.0.1"
 
 
@@ -95,15 +90,9 @@ class CouchbaseService(Service):
 
     def connection_string(self) -> str:
         """``couchbase://127.0.0.1:<kv port>`` of the running mock; raises when it is not up."""
-        cfg = self.settings.couchbase
-        response = httpx.get(
-            f"{self.rest_url}/pools/default/buckets/{cfg.bucket}", auth=MOCK_ADMIN, timeout=2
-        )
-        response.raise_for_status()
-        nodes = response.json()["nodesExt"]
-        kv_port = int(nodes[0]["services"]["kv"])
-        # Whatever host the map names, we connect only through loopback.
-        return f"couchbase://{LOOPBACK}:{kv_port}"
+        from nrtrec.user_store.couchbase import discover_connstr
+
+        return discover_connstr(self.settings.couchbase)
 
     def url(self) -> str:
         """The connection string while the mock runs; otherwise where it would be discovered."""

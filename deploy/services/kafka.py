@@ -21,7 +21,6 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from nrtrec.deploy.errors import InstallFailed, ServiceFailed
 from nrtrec.deploy.maven import resolve
 from nrtrec.deploy.services.base import Process, Service, port_open
-from nrtrec.schemas.topics import Topic
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +171,10 @@ class KafkaService(Service):
         partitions = self.settings.kafka.partitions
         admin = self._admin()
         futures = admin.create_topics(
-            [NewTopic(t.value, num_partitions=partitions, replication_factor=1) for t in Topic]
+            [
+                NewTopic(name, num_partitions=partitions, replication_factor=1)
+                for name in self.settings.topics.all().values()
+            ]
         )
         for topic, future in futures.items():
             try:
@@ -185,7 +187,7 @@ class KafkaService(Service):
     def _wait_for_topics(self, admin: AdminClient, timeout_s: float = 30.0) -> None:
         """The controller acknowledges a new topic before the broker serves it; callers of `up`
         must be able to produce right away."""
-        wanted = {t.value for t in Topic}
+        wanted = set(self.settings.topics.all().values())
         deadline = time.monotonic() + timeout_s
         while True:
             topics = admin.list_topics(timeout=5).topics

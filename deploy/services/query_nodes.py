@@ -1,4 +1,8 @@
-"""The query nodes (one per shard, following item-deltas) and the gateway in front of them."""
+"""The query nodes (one per shard, following item-deltas) and the gateway in front of them.
+
+Each is ``nrtrec`` itself, started with the runner's settings adjusted for that process (its
+port, its shard's partitions), which reach it as a settings file (``Process.settings``).
+"""
 
 from __future__ import annotations
 
@@ -7,33 +11,20 @@ from pathlib import Path
 
 import httpx
 
+from nrtrec.core.settings import Settings
 from nrtrec.deploy.services.base import Process, Service
-from nrtrec.schemas.partitioning import ShardMap
-from nrtrec.settings import Settings, settings_env
 
 
-def _nrtrec() -> str:
+def nrtrec_command(*args: str) -> list[str]:
     # The console script of this environment, whatever PATH says.
-    return str(Path(sys.executable).with_name("nrtrec"))
+    return [str(Path(sys.executable).with_name("nrtrec")), *args]
 
 
-def _healthz(url: str) -> bool:
+def healthz(url: str) -> bool:
     try:
         return httpx.get(f"{url}/healthz", timeout=1.0, trust_env=False).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def shard_map(settings: Settings) -> ShardMap:
-    return ShardMap.of(
-        settings.local.query_node_shards,
-        settings.kafka.partitions,
-        settings.gateway.shard_partitions,
-    )
-
-
-def shard_url(settings: Settings, shard: int) -> str:
-    return f"http://{settings.query_node.host}:{settings.query_node.port + shard}"
 
 
 class QueryNodeService(Service):
@@ -49,31 +40,31 @@ class QueryNodeService(Service):
     def install(self) -> None:
         """Nothing to fetch: the node is nrtrec itself."""
 
+    def node_settings(self) -> Settings:
+        """The runner's settings as this node runs on them."""
+        s = self.settings
+        node = s.query_node.model_copy(
+            update={
+                "port": s.query_node.port + self.shard,
+                "data_dir": self.data_dir,
+                "consume_deltas": True,
+                "kafka_bootstrap": s.kafka.bootstrap_servers,
+                "partitions": list(s.shard_map().partitions_of(self.shard)),
+            }
+        )
+        return s.model_copy(update={"query_node": node})
+
     def processes(self) -> list[Process]:
-        partitions = ",".join(map(str, shard_map(self.settings).partitions_of(self.shard)))
-        argv = [
-            _nrtrec(), "query-node",
-            "--host", self.settings.query_node.host,
-            "--port", str(self.settings.query_node.port + self.shard),
-            "--data-dir", str(self.data_dir),
-            "--kafka", self.settings.kafka.bootstrap_servers,
-            "--partitions", partitions,
-        ]  # fmt: skip
-        # The token travels in the environment, not in argv where `ps` shows it; so do the
-        # rest of the settings, so the node runs on exactly this runner's.
-        env = settings_env(self.settings)
-        if self.settings.token:
-            env["NRTREC_QUERY_NODE_TOKEN"] = self.settings.token
-        return [Process(self.name, argv, env=env)]
+        return [Process(self.name, nrtrec_command("query-node"), settings=self.node_settings())]
 
     def ports(self) -> list[int]:
         return [self.settings.query_node.port + self.shard]
 
     def url(self) -> str:
-        return shard_url(self.settings, self.shard)
+        return self.settings.local_shard_urls()[self.shard][0]
 
     def healthy(self) -> bool:
-        return _healthz(self.url())
+        return healthz(self.url())
 
 
 class GatewayService(Service):
@@ -85,15 +76,12 @@ class GatewayService(Service):
         """Nothing to fetch: the gateway is nrtrec itself."""
 
     def processes(self) -> list[Process]:
-        gw = self.settings.gateway
-        argv = [_nrtrec(), "gateway", "--host", gw.host, "--port", str(gw.port)]
-        argv += ["--num-partitions", str(self.settings.kafka.partitions)]
-        for shard in range(self.settings.local.query_node_shards):
-            argv += ["--shard", shard_url(self.settings, shard)]
-        env = settings_env(self.settings)
-        if self.settings.token:
-            env["NRTREC_GATEWAY_TOKEN"] = self.settings.token
-        return [Process(self.name, argv, env=env)]
+        s = self.settings
+        gw = s.gateway.model_copy(
+            update={"shards": s.local_shard_urls(), "num_partitions": s.kafka.partitions}
+        )
+        settings = s.model_copy(update={"gateway": gw})
+        return [Process(self.name, nrtrec_command("gateway"), settings=settings)]
 
     def ports(self) -> list[int]:
         return [self.settings.gateway.port]
@@ -102,4 +90,4 @@ class GatewayService(Service):
         return f"http://{self.settings.gateway.host}:{self.settings.gateway.port}"
 
     def healthy(self) -> bool:
-        return _healthz(self.url())
+        return healthz(self.url())

@@ -1,16 +1,31 @@
-"""Encoder clients: :class:`TritonEncoder` (gRPC) and :class:`LocalEncoder` (onnxruntime)."""
+"""Encoder clients: :class:`TritonEncoder` (gRPC) and :class:`LocalEncoder` (onnxruntime).
+
+What other packages use of the encoders comes from here: ``open_encoder``, the errors its calls
+raise, and ``listing_text`` (the text of a listing that the item tower reads)."""
 
 from __future__ import annotations
 
+from nrtrec.core.settings import Settings
 from nrtrec.inference.client.base import Embeddings, Encoder, UserTowerShape, pad_histories
 from nrtrec.inference.client.local import LocalEncoder
-from nrtrec.settings import Settings
+from nrtrec.inference.errors import (
+    BadEncoderInput,
+    EncoderUnavailable,
+    InferenceError,
+    UnknownModelVersion,
+)
+from nrtrec.inference.text import listing_text
 
 __all__ = [
+    "BadEncoderInput",
     "Embeddings",
     "Encoder",
+    "EncoderUnavailable",
+    "InferenceError",
     "LocalEncoder",
+    "UnknownModelVersion",
     "UserTowerShape",
+    "listing_text",
     "open_encoder",
     "pad_histories",
 ]

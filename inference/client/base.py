@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nrtrec.core.settings import InferenceSettings
 from nrtrec.inference.errors import BadEncoderInput, UnknownModelVersion
 from nrtrec.inference.text import Tokenizer, Tokens, listing_text
 from nrtrec.schemas import ListingEvent
-from nrtrec.settings import InferenceSettings
 
 #: One user's recent item vectors, most recent first: [n, dim].
 History = np.ndarray | Sequence[Sequence[float]]

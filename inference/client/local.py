@@ -7,11 +7,11 @@ import threading
 import numpy as np
 import onnxruntime as ort
 
+from nrtrec.core.settings import InferenceSettings
 from nrtrec.inference.client.base import Encoder, UserTowerShape
 from nrtrec.inference.errors import BadEncoderInput
 from nrtrec.inference.repository import ITEM_ENCODER, USER_ENCODER, ModelRepository
 from nrtrec.inference.text import Tokens
-from nrtrec.settings import InferenceSettings
 
 
 class LocalEncoder(Encoder):

@@ -22,6 +22,7 @@ from tenacity import (
 )
 from tritonclient.utils import InferenceServerException
 
+from nrtrec.core.settings import InferenceSettings
 from nrtrec.inference.client.base import Encoder, UserTowerShape
 from nrtrec.inference.errors import (
     BadEncoderInput,
@@ -31,7 +32,6 @@ from nrtrec.inference.errors import (
 )
 from nrtrec.inference.repository import ITEM_ENCODER, USER_ENCODER
 from nrtrec.inference.text import Tokens
-from nrtrec.settings import InferenceSettings
 
 _TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED")
 _VERSIONS_TTL_S = 1.0

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nrtrec.datasets import MovieLens
+from nrtrec.core.datasets import MovieLens
 from nrtrec.inference.text import listing_text
 
 

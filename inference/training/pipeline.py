@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nrtrec.datasets import load_movielens
+from nrtrec.core.datasets import load_movielens
 from nrtrec.inference.repository import ModelRepository
 from nrtrec.inference.towers import TowerWeights
 from nrtrec.inference.training.data import next_item_examples, split

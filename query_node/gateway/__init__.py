@@ -10,20 +10,20 @@ from nrtrec.query_node.gateway.merge import merge_hits, merge_listings
 from nrtrec.query_node.gateway.service import Gateway
 from nrtrec.query_node.gateway.shards import (
     GatewayError,
-    Rejected,
     Replica,
     Shard,
     ShardFailed,
+    ShardRejected,
     ShardsFailed,
 )
 
 __all__ = [
     "Gateway",
     "GatewayError",
-    "Rejected",
     "Replica",
     "Shard",
     "ShardFailed",
+    "ShardRejected",
     "ShardsFailed",
     "create_gateway_app",
     "merge_hits",

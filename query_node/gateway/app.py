@@ -17,8 +17,10 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic_core import from_json, to_json
 
+from nrtrec.core.settings import Settings
+from nrtrec.core.web.timing import LatencyMiddleware
 from nrtrec.query_node.gateway.service import Gateway
-from nrtrec.query_node.gateway.shards import GatewayError, Rejected
+from nrtrec.query_node.gateway.shards import GatewayError, ShardRejected
 from nrtrec.query_node.http import errors
 from nrtrec.query_node.http.auth import token_dependency
 from nrtrec.query_node.http.deps import IndexNameParam
@@ -35,8 +37,6 @@ from nrtrec.schemas.query_api import (
     UpsertRequest,
     WriteResult,
 )
-from nrtrec.settings import Settings
-from nrtrec.web.timing import LatencyMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +138,10 @@ async def _gateway_error(request: Request, exc: Exception) -> JSONResponse:
     return errors.error_response(exc.status, exc.code, str(exc))
 
 
-async def _rejected(request: Request, exc: Exception) -> JSONResponse:
+async def _shard_rejected(request: Request, exc: Exception) -> JSONResponse:
     """A node's 4xx, passed through with its reason; a node refusing the gateway's own token
     is the gateway's configuration, not the caller's mistake."""
-    assert isinstance(exc, Rejected)
+    assert isinstance(exc, ShardRejected)
     answer = exc.response
     if answer.status_code in (401, 403):
         log.error("shard %d refused the gateway's upstream token: %s", exc.shard, answer.text)
@@ -157,7 +157,7 @@ async def _rejected(request: Request, exc: Exception) -> JSONResponse:
     note = f" ({exc.note})" if exc.note else ""
     if isinstance(body, dict) and isinstance(body.get("error"), str) and "detail" in body:
         return errors.error_response(answer.status_code, body["error"], f"{body['detail']}{note}")
-    code = errors.HTTP_CODES.get(answer.status_code, "upstream_rejected")
+    code = errors.HTTP_CODES.get(answer.status_code, "upstream_shard_rejected")
     detail = answer.text[:500] or f"shard {exc.shard} answered {answer.status_code}"
     return errors.error_response(answer.status_code, code, detail + note)
 
@@ -197,7 +197,7 @@ def create_gateway_app(settings: Settings | None = None) -> FastAPI:
     app.state.gateway = gateway
     errors.install(app)
     app.add_exception_handler(GatewayError, _gateway_error)
-    app.add_exception_handler(Rejected, _rejected)
+    app.add_exception_handler(ShardRejected, _shard_rejected)
     app.add_middleware(LatencyMiddleware, request_seconds=gateway.metrics.request_seconds)
     app.include_router(health)
     app.include_router(indexes)

@@ -16,16 +16,17 @@ from typing import Any
 import aiohttp
 from pydantic_core import from_json, to_json
 
-from nrtrec.query_node.errors import InvalidVector, OutOfRange
+from nrtrec.ann import InvalidVector, OutOfRange
+from nrtrec.core.settings import Settings
 from nrtrec.query_node.gateway.merge import merge_hits, merge_listings
 from nrtrec.query_node.gateway.metrics import GatewayMetrics
 from nrtrec.query_node.gateway.shards import (
     Answer,
     GatewayError,
-    Rejected,
     Replica,
     Shard,
     ShardFailed,
+    ShardRejected,
     ShardsFailed,
     Upstream,
 )
@@ -38,7 +39,6 @@ from nrtrec.schemas.query_api import (
     SearchRequest,
     UpsertRequest,
 )
-from nrtrec.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def _settle(shards: Sequence[Shard], outcomes: Sequence[Any]) -> list[list[Answe
     applied the change, since a retry must know)."""
     applied = [s.index for s, o in zip(shards, outcomes, strict=True) if isinstance(o, list)]
     for outcome in outcomes:
-        if isinstance(outcome, Rejected):
+        if isinstance(outcome, ShardRejected):
             if applied:
                 outcome.note = f"shard(s) {applied} applied their part of the request"
             raise outcome
@@ -208,7 +208,7 @@ class Gateway:
             del request["include_attributes"]
         answers, failed = await self._search(self.shards, path, to_json(request))
         if not answers:
-            not_found = [f for f in failed if isinstance(f, Rejected)]
+            not_found = [f for f in failed if isinstance(f, ShardRejected)]
             if not_found:
                 raise not_found[0]
             raise ShardsFailed([f for f in failed if isinstance(f, ShardFailed)])
@@ -255,7 +255,7 @@ class Gateway:
 
         answers, failed = await self._ask(shards, path, lambda s: payload(s, body.model_version))
         if not answers:
-            not_found = [f for f in failed if isinstance(f, Rejected)]
+            not_found = [f for f in failed if isinstance(f, ShardRejected)]
             if not_found:
                 raise not_found[0]
             raise ShardsFailed([f for f in failed if isinstance(f, ShardFailed)])
@@ -281,12 +281,12 @@ class Gateway:
 
     async def _search(
         self, shards: Sequence[Shard], path: str, payload: bytes
-    ) -> tuple[dict[int, Json], list[ShardFailed | Rejected]]:
+    ) -> tuple[dict[int, Json], list[ShardFailed | ShardRejected]]:
         return await self._ask(shards, path, lambda shard: payload)
 
     async def _ask(
         self, shards: Sequence[Shard], path: str, payload: Callable[[Shard], bytes]
-    ) -> tuple[dict[int, Json], list[ShardFailed | Rejected]]:
+    ) -> tuple[dict[int, Json], list[ShardFailed | ShardRejected]]:
         """POST ``payload(shard)`` to one replica of each shard: the answers by shard, and the
         shards that failed or lack the index (404)."""
         outcomes = await asyncio.gather(
@@ -294,9 +294,9 @@ class Gateway:
             return_exceptions=True,
         )
         answers: dict[int, Json] = {}
-        failed: list[ShardFailed | Rejected] = []
+        failed: list[ShardFailed | ShardRejected] = []
         for shard, outcome in zip(shards, outcomes, strict=True):
-            if isinstance(outcome, Rejected) and outcome.response.status_code == 404:
+            if isinstance(outcome, ShardRejected) and outcome.response.status_code == 404:
                 # The index (or version) is missing on this shard only, unless on all.
                 failed.append(outcome)
             elif isinstance(outcome, ShardFailed):
@@ -344,7 +344,7 @@ class Gateway:
         )
         flat = [r for shard in answers for r in shard]
         if all(r.status_code == 404 for r in flat):
-            raise Rejected(0, flat[0])
+            raise ShardRejected(0, flat[0])
         for key in [k for k in self._metric_of if k[0] == name]:
             if model_version is None or key[1] == model_version:
                 del self._metric_of[key]

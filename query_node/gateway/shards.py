@@ -88,7 +88,7 @@ class Answer:
 
 
 class ShardFailed(Exception):
-    """No replica of one shard answered (a 4xx is an answer; see ``Rejected``)."""
+    """No replica of one shard answered (a 4xx is an answer; see ``ShardRejected``)."""
 
     def __init__(self, shard: int, attempts: Sequence[Attempt], what: str = "answered"):
         self.shard = shard
@@ -128,7 +128,7 @@ class ShardsFailed(GatewayError):
         return _CODE_OF_KIND[self.failures[0].kind]
 
 
-class Rejected(Exception):
+class ShardRejected(Exception):
     """A node answered 4xx: the caller's mistake, passed through with the node's reason."""
 
     def __init__(self, shard: int, response: Answer):
@@ -212,7 +212,7 @@ class Upstream:
 
         A 5xx, an error or a timeout moves on to the next replica; so does a 404 (a replica
         that lost its index), which is passed on when no replica has the index. Any other 4xx
-        is the caller's mistake and raises ``Rejected`` at once.
+        is the caller's mistake and raises ``ShardRejected`` at once.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
@@ -240,11 +240,11 @@ class Upstream:
                 not_found = response
                 continue
             if response.status_code >= 400:
-                raise Rejected(shard.index, response)
+                raise ShardRejected(shard.index, response)
             return response
         if not_found is not None:
             # No replica that answered has it (any others failed to answer at all).
-            raise Rejected(shard.index, not_found)
+            raise ShardRejected(shard.index, not_found)
         raise ShardFailed(shard.index, attempts)
 
     async def write(
@@ -258,7 +258,7 @@ class Upstream:
     ) -> list[Answer]:
         """The 2xx answers (and those in ``ok_statuses``) of every replica, asked at once.
 
-        Raises ``Rejected`` when a replica answers another 4xx, ``ShardFailed`` when none
+        Raises ``ShardRejected`` when a replica answers another 4xx, ``ShardFailed`` when none
         answers. Replicas that fail while another succeeds are logged and counted; where Kafka
         feeds the nodes, a replica that missed a write catches up from item-deltas.
         """
@@ -281,7 +281,7 @@ class Upstream:
         answers = [o for o in outcomes if isinstance(o, Answer)]
         for response in answers:
             if response.status_code >= 400 and response.status_code not in ok_statuses:
-                raise Rejected(shard.index, response)
+                raise ShardRejected(shard.index, response)
         failed = [o for o in outcomes if isinstance(o, Attempt)]
         if not answers:
             raise ShardFailed(shard.index, failed, what="took the write")

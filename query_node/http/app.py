@@ -13,13 +13,13 @@ from typing import TypedDict
 
 from fastapi import FastAPI
 
+from nrtrec.core.settings import Settings
+from nrtrec.core.web.timing import LatencyMiddleware
 from nrtrec.query_node.deltas import DeltaConsumer, Snapshotter
 from nrtrec.query_node.http import errors, health, indexes, loading
 from nrtrec.query_node.http.metrics import Metrics
 from nrtrec.query_node.node import QueryNode
 from nrtrec.query_node.registry import IndexRegistry
-from nrtrec.settings import Settings
-from nrtrec.web.timing import LatencyMiddleware
 
 log = logging.getLogger(__name__)
 

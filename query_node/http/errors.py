@@ -7,30 +7,35 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from nrtrec import ann
+from nrtrec.core.web.errors import HTTP_CODES, error_response, install_common
 from nrtrec.query_node import errors
-from nrtrec.web.errors import HTTP_CODES, error_response, install_common
+from nrtrec.schemas.errors import InvalidFilter
 
 __all__ = ["HTTP_CODES", "error_response", "install"]
 
 log = logging.getLogger(__name__)
 
-STATUS: dict[type[errors.QueryNodeError], int] = {
+# The caller's mistakes, by the error that names them; any other error of these kinds is ours.
+STATUS: dict[type[Exception], int] = {
     errors.IndexNotFound: 404,
     errors.IndexExists: 409,
-    errors.InvalidSpec: 422,
-    errors.InvalidVector: 422,
-    errors.InvalidFilter: 422,
-    errors.OutOfRange: 400,
+    ann.InvalidSpec: 422,
+    ann.InvalidVector: 422,
+    InvalidFilter: 422,
+    ann.OutOfRange: 400,
 }
+CODED = (errors.QueryNodeError, ann.AnnError, InvalidFilter)
 
 
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(errors.QueryNodeError, _query_node_error)
+    for kind in CODED:
+        app.add_exception_handler(kind, _coded_error)
     install_common(app, "the query node")
 
 
-async def _query_node_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, errors.QueryNodeError)
+async def _coded_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CODED)
     status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
     if status >= 500:
         log.error("%s %s: %s", request.method, request.url.path, exc)

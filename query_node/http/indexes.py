@@ -16,9 +16,8 @@ from pydantic import ValidationError
 from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
-from nrtrec.query_node.errors import IndexBusy, OutOfRange
+from nrtrec.ann import IndexBusy, OutOfRange, VectorIndex
 from nrtrec.query_node.http.deps import TOKEN_REQUIRED, IndexNameParam, Node, NodeMetrics
-from nrtrec.query_node.index import VectorIndex
 from nrtrec.query_node.node import QueryNode
 from nrtrec.schemas.query_api import (
     CreateIndexRequest,

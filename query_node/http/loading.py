@@ -14,55 +14,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, model_validator
 
+from nrtrec.ann import AnnError, Snapshot, SnapshotStore, VectorIndex
 from nrtrec.query_node.deltas import Snapshotter
 from nrtrec.query_node.errors import QueryNodeError
 from nrtrec.query_node.http.deps import TOKEN_REQUIRED, IndexNameParam, Node
 from nrtrec.query_node.http.errors import error_response
-from nrtrec.query_node.index import VectorIndex
 from nrtrec.query_node.node import QueryNode
-from nrtrec.query_node.snapshots import Snapshot, SnapshotStore
-from nrtrec.schemas.types import ModelVersion, Record
+from nrtrec.schemas.query_api import LoadedIndex, LoadRequest, LoadResult
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/indexes", tags=["indexes"])
-
-
-class LoadRequest(Record):
-    """Exactly one of ``path`` and ``snapshot_dir`` (paths on the node's machine)."""
-
-    path: str | None = Field(
-        default=None, description="one snapshot folder: <data_dir>/<name>/<version>/<id>"
-    )
-    snapshot_dir: str | None = Field(
-        default=None,
-        description="a snapshot store's data dir: the newest snapshot of the index there",
-    )
-    # With snapshot_dir, absent: every version of the index found there.
-    model_version: ModelVersion | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> LoadRequest:
-        if (self.path is None) == (self.snapshot_dir is None):
-            raise ValueError("give exactly one of path and snapshot_dir")
-        return self
-
-
-class LoadedIndex(BaseModel):
-    name: str
-    model_version: int
-    count: int
-    # The snapshot read, and the copy saved in this node's data dir.
-    source: str
-    snapshot_id: str
-    # What the served index reflects; the consumer replays from here.
-    offsets: dict[str, int]
-
-
-class LoadResult(BaseModel):
-    loaded: list[LoadedIndex]
 
 
 async def _snapshotter(request: Request) -> Snapshotter:
@@ -85,7 +48,7 @@ def load(
         found = _read(node, name, body)
     except FileNotFoundError as e:
         return error_response(404, "not_found", str(e))
-    except (QueryNodeError, OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+    except (QueryNodeError, AnnError, OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
         return error_response(422, "invalid_snapshot", f"{type(e).__name__}: {e}")
     loaded = []
     for index, snapshot in found:

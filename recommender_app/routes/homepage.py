@@ -16,6 +16,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from nrtrec.recommender_app.deps import ID_PATTERN, AppServices
 from nrtrec.recommender_app.timing import Timings
+from nrtrec.schemas.filters import Filter
 
 HERE = Path(__file__).resolve().parent.parent
 STATIC_DIR = HERE / "static"
@@ -44,7 +45,7 @@ async def homepage(services: AppServices, user: UserQuery = None) -> HTMLRespons
     recent_t, recs_t = Timings(app.deadline_s), Timings(app.deadline_s)
     (recent, recent_reasons), recs = await asyncio.gather(
         recommender.recent_views(user, recent_t),
-        recommender.for_user(user, app.default_k, None, recs_t),
+        recommender.for_user(user, app.default_k, Filter(), recs_t),
     )
     html = template.render(
         user=user,

@@ -19,10 +19,10 @@ from nrtrec.recommender_app.deps import (
     UserId,
     parse_k,
 )
-from nrtrec.recommender_app.filters import Filter, parse_filter
 from nrtrec.recommender_app.models import RecentViews, Recommendations
 from nrtrec.recommender_app.service import Answer
 from nrtrec.recommender_app.timing import Timings
+from nrtrec.schemas.filters import Filter, filter_from_query
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 
@@ -33,11 +33,11 @@ FILTER_DOC = (
 )
 
 
-def _query(request: Request, services: Services) -> tuple[int, Filter | None]:
+def _query(request: Request, services: Services) -> tuple[int, Filter]:
     params = request.query_params
     k = parse_k(params.get("k"), services.settings)
     pairs = [(name, value) for name, value in params.multi_items() if name not in RESERVED]
-    return k, parse_filter(pairs, services.settings.app.filter_attributes)
+    return k, filter_from_query(pairs, services.settings.app.filter_attributes)
 
 
 def _respond(endpoint: str, answer: Answer, services: Services, t: Timings) -> Response:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from pyflink.common import Configuration, Types, WatermarkStrategy
@@ -21,8 +20,8 @@ from pyflink.datastream.connectors.kafka import (
 from pyflink.datastream.functions import ProcessFunction
 from pyflink.datastream.output_tag import OutputTag
 
+from nrtrec.core.settings import Settings
 from nrtrec.schemas import DeadLetter, Topic
-from nrtrec.settings import Settings
 
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 
@@ -37,9 +36,9 @@ def job_arguments(description: str) -> argparse.ArgumentParser:
 
 
 def load_settings(path: str) -> Settings:
-    # The submitter writes its Settings to a file: the job must see exactly the same ports,
-    # token and store, whatever the environment of the Flink client process holds.
-    return Settings.model_validate(json.loads(Path(path).read_text()))
+    # The submitter writes its Settings to a file (``write_settings_file``): the job must see
+    # exactly the same ports, token and store, whatever the TaskManager's environment holds.
+    return Settings.from_file(path)
 
 
 def environment(settings: Settings, jars: list[str], name: str) -> StreamExecutionEnvironment:
@@ -68,18 +67,12 @@ def checkpoint_dir(settings: Settings, job_name: str) -> Path:
     return (base / job_name).resolve()
 
 
-def topic_name(settings: Settings, topic: Topic) -> str:
-    """The contract topic, unless settings point this deployment (or a test) elsewhere."""
-    override = getattr(settings.streaming, f"{topic.name.lower()}_topic", None)
-    return override or topic.value
-
-
 def kafka_source(
     settings: Settings, topic: Topic, start: dict[int, int] | None = None
 ) -> KafkaSource:
     """Values of ``topic``; without a checkpoint it starts at ``start`` (partition -> offset),
     else at the consumer group's committed offsets, else at the beginning."""
-    name = topic_name(settings, topic)
+    name = settings.topics.of(topic)
     if start:
         offsets = KafkaOffsetsInitializer.offsets(
             {KafkaTopicPartition(name, p): o for p, o in start.items()},
@@ -110,7 +103,7 @@ def dead_letter_sink(settings: Settings) -> KafkaSink:
         .set_bootstrap_servers(settings.kafka.bootstrap_servers)
         .set_record_serializer(
             KafkaRecordSerializationSchema.builder()
-            .set_topic(topic_name(settings, Topic.DEAD_LETTERS))
+            .set_topic(settings.topics.dead_letters)
             .set_value_serialization_schema(SimpleStringSchema())
             .build()
         )

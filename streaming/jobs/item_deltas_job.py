@@ -24,7 +24,6 @@ from nrtrec.streaming.jobs.common import (
     job_arguments,
     kafka_source,
     load_settings,
-    topic_name,
 )
 
 log = logging.getLogger("nrtrec.streaming.item_deltas")
@@ -37,8 +36,8 @@ class PublishItemDeltas(KeyedProcessFunction):
     def open(self, runtime_context: RuntimeContext) -> None:
         from confluent_kafka import Producer
 
+        from nrtrec.core.kafka import producer_config
         from nrtrec.inference.client import open_encoder
-        from nrtrec.schemas.partitioning import PRODUCER_CONFIG
         from nrtrec.streaming.batching import KeyedBatcher
         from nrtrec.streaming.item_deltas import ItemDeltaPublisher
 
@@ -49,16 +48,9 @@ class PublishItemDeltas(KeyedProcessFunction):
         )
         self.batcher = KeyedBatcher(max_size=s.streaming.flush_size)
         producer = Producer(
-            {
-                **PRODUCER_CONFIG,
-                "bootstrap.servers": s.kafka.bootstrap_servers,
-                "enable.idempotence": True,
-                "linger.ms": 2,
-            }
+            producer_config(s.kafka.bootstrap_servers, "nrtrec-item-deltas", **{"linger.ms": 2})
         )
-        self.publisher = ItemDeltaPublisher(
-            open_encoder(s), producer, topic_name(s, Topic.ITEM_DELTAS)
-        )
+        self.publisher = ItemDeltaPublisher(open_encoder(s), producer, s.topics.item_deltas)
 
     def process_element(self, value, ctx: KeyedProcessFunction.Context):
         from nrtrec.streaming.batching import timer_at
@@ -116,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         start = read_listings_offsets(args.listings_offsets)
     listings = from_kafka(env, kafka_source(settings, Topic.LISTINGS, start), "listings")
     parsed = listings.process(
-        ParseEvents(Topic.LISTINGS, topic_name(settings, Topic.LISTINGS)),
+        ParseEvents(Topic.LISTINGS, settings.topics.listings),
         output_type=Types.TUPLE([Types.STRING(), Types.STRING()]),
     ).name("parse-listings")
     failed = (

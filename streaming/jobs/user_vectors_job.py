@@ -27,7 +27,6 @@ from nrtrec.streaming.jobs.common import (
     job_arguments,
     kafka_source,
     load_settings,
-    topic_name,
 )
 
 log = logging.getLogger("nrtrec.streaming.user_vectors")
@@ -39,6 +38,7 @@ class UpdateUserVectors(KeyedProcessFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         from nrtrec.inference.client import open_encoder
+        from nrtrec.query_node.client import BlockingQueryClient
         from nrtrec.streaming.batching import KeyedBatcher
         from nrtrec.streaming.item_lookup import ItemVectorLookup
         from nrtrec.streaming.user_vectors import UserVectorWriter
@@ -58,11 +58,10 @@ class UpdateUserVectors(KeyedProcessFunction):
         self.ttl_ms = s.streaming.history_ttl_s * 1000
         self.batcher = KeyedBatcher(max_size=s.streaming.flush_size)
         self.views: Counter[str] = Counter()
+        # Four tries of up to 2 s each: a gateway restarting is waited for, not failed over.
+        client = BlockingQueryClient.of(s, timeout_s=8.0, retries=3)
         self.items = ItemVectorLookup(
-            s.streaming.gateway_url or s.gateway.url,
-            s.query_node.index_name,
-            ttl_s=s.streaming.item_cache_ttl_s,
-            token=s.token,
+            client, s.query_node.index_name, ttl_s=s.streaming.item_cache_ttl_s
         )
         self.writer = UserVectorWriter(open_encoder(s), open_store(s), self.items)
 
@@ -126,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
 
     clicks = from_kafka(env, kafka_source(settings, Topic.CLICKS), "clicks")
     parsed = clicks.process(
-        ParseEvents(Topic.CLICKS, topic_name(settings, Topic.CLICKS)),
+        ParseEvents(Topic.CLICKS, settings.topics.clicks),
         output_type=Types.TUPLE([Types.STRING(), Types.STRING()]),
     ).name("parse-clicks")
     (

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from nrtrec.core.settings import InferenceSettings, Settings
 from nrtrec.inference.client import LocalEncoder
 from nrtrec.inference.client.triton import TritonEncoder
 from nrtrec.inference.errors import BadEncoderInput, UnknownModelVersion
@@ -13,7 +14,6 @@ from nrtrec.inference.lifecycle import ModelLifecycle
 from nrtrec.inference.repository import ModelRepository
 from nrtrec.inference.text import listing_text
 from nrtrec.inference.towers import item_head, mean_pool, user_tower
-from nrtrec.settings import InferenceSettings, Settings
 
 TEXTS = [
     listing_text("Toy Story", "Animation", {"genres": ["Animation", "Comedy"], "year": 1995}),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nrtrec.datasets import load_movielens
+from nrtrec.core.datasets import load_movielens
 from nrtrec.inference.training.data import histories, next_item_examples, split
 from nrtrec.inference.training.evaluate import evaluate, ranking_metrics
 from nrtrec.inference.training.text_vectors import text_vectors

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -13,6 +12,7 @@ import psutil
 import pytest
 
 from tests.conftest import free_port, free_port_pair
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -30,13 +30,8 @@ def _nrtrec(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess
 
 
 def _wait(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError, KeyError):
-            if predicate():
-                return
-        time.sleep(1)
-    pytest.fail(f"{what}: not within {timeout_s:.0f}s")
+    # While the stack starts, a service may refuse or answer an error body: not yet.
+    wait_until(what, predicate, timeout_s, interval_s=1, ignoring=(httpx.HTTPError, KeyError))
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from nrtrec.core.settings import FlinkSettings, Settings
 from nrtrec.deploy.errors import InstallFailed
 from nrtrec.deploy.services.flink import FlinkService, pyflink_version
 from nrtrec.deploy.supervisor import log_tail
-from nrtrec.settings import FlinkSettings, Settings
-from tests.conftest import wait_for
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +101,7 @@ def test_pyflink_kafka_job_runs_on_the_local_cluster(stack, flink: FlinkService)
         }
     )
     try:
-        running_s = wait_for(lambda: flink.job_state(job_id) == "RUNNING", 120, "job RUNNING")
+        running_s = wait_until("job RUNNING", lambda: flink.job_state(job_id) == "RUNNING", 120)
         produce(bootstrap, in_topic, records[10:])
 
         consumer.subscribe([out_topic])
@@ -114,11 +114,11 @@ def test_pyflink_kafka_job_runs_on_the_local_cluster(stack, flink: FlinkService)
             return len(received) >= len(records)
 
         # Generous: the first Python operator start on a loaded 2-core machine is slow.
-        output_s = wait_for(
+        output_s = wait_until(
+            f"{len(records)} records in {out_topic}",
             all_received,
             240,
-            f"{len(records)} records in {out_topic}",
-            lambda: f"received: {received}\n{job_diagnosis(flink, job_id)}",
+            diagnose=lambda: f"received: {received}\n{job_diagnosis(flink, job_id)}",
         )
         # Nothing more arrives: no duplicates, no strays.
         extra = consumer.poll(2.0)
@@ -134,5 +134,5 @@ def test_pyflink_kafka_job_runs_on_the_local_cluster(stack, flink: FlinkService)
     finally:
         consumer.close()
         flink.cancel_job(job_id)
-        wait_for(lambda: flink.job_state(job_id) == "CANCELED", 60, "job CANCELED")
+        wait_until("job CANCELED", lambda: flink.job_state(job_id) == "CANCELED", 60)
         admin.delete_topics([in_topic, out_topic])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -12,12 +11,13 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from nrtrec.core.settings import KafkaSettings, Settings
 from nrtrec.deploy import LocalRunner, PortInUse
 from nrtrec.deploy.services.kafka import KafkaService
 from nrtrec.schemas.topics import Topic
-from nrtrec.settings import KafkaSettings, Settings
 from tests.conftest import free_port
 from tests.stack import Stack
+from tests.waiting import collect
 
 pytestmark = pytest.mark.integration
 
@@ -31,15 +31,7 @@ def _poll(
     consumer: Consumer, seconds: float, done: Callable[[list[Message]], bool] = lambda _: False
 ) -> list[Message]:
     """Messages polled for ``seconds``, or until ``done(messages)``."""
-    got: list[Message] = []
-    deadline = time.monotonic() + seconds
-    while not done(got) and time.monotonic() < deadline:
-        msg = consumer.poll(0.2)
-        if msg is None:
-            continue
-        assert msg.error() is None, msg.error()
-        got.append(msg)
-    return got
+    return collect(consumer, done, seconds)
 
 
 @pytest.fixture

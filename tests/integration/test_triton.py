@@ -17,8 +17,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from nrtrec.core.settings import Settings
 from nrtrec.inference.triton_repository import TensorSpec, add_onnx_model
-from nrtrec.settings import Settings
+from tests.waiting import poll
 
 pytestmark = pytest.mark.integration
 
@@ -248,11 +249,4 @@ def _stats(client, model: str, version: str) -> dict[str, int]:
 
 
 def _wait(predicate, timeout_s: float = 10.0) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
+    return poll(predicate, timeout_s) is None

@@ -5,25 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import free_port
 from tests.query_node.helpers import stop
-
-
-def wait_healthy(url: str, process: subprocess.Popen, deadline_s: float = 60.0) -> httpx.Response:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"query node exited with {process.returncode}")
-        try:
-            return httpx.get(url, timeout=2.0)
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer within {deadline_s} s")
+from tests.waiting import wait_healthy
 
 
 def test_query_node_command_serves_and_saves_on_stop(tmp_path: Path):

@@ -27,14 +27,15 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
+from nrtrec.core.settings import QueryNodeSettings, Settings, TopicSettings
 from nrtrec.query_node import QueryNode, create_app
 from nrtrec.query_node.deltas import DeltaConsumer, default_group
 from nrtrec.schemas import DeadLetter, ItemDelta, ListingOp, decode, encode
-from nrtrec.settings import QueryNodeSettings, Settings
+from tests.ann.helpers import random_vectors
 from tests.conftest import free_port
-from tests.query_node.helpers import random_vectors, serving, stop, wait_until
-from tests.query_node.test_cli import wait_healthy
+from tests.query_node.helpers import serving, stop
 from tests.stack import Stack
+from tests.waiting import collect, wait_healthy, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -83,14 +84,15 @@ def settings_for(
     qn = {
         "consume_deltas": True,
         "kafka_bootstrap": bootstrap,
-        "deltas_topic": topics.deltas,
-        "dead_letters_topic": topics.dead_letters,
         "consumer_group": f"test-{uuid.uuid4().hex[:8]}",
         "data_dir": tmp_path / name / "data",
         **query_node,
     }
     return Settings(
-        run_dir=tmp_path / name / "run", token=TOKEN, query_node=QueryNodeSettings(**qn)
+        run_dir=tmp_path / name / "run",
+        token=TOKEN,
+        query_node=QueryNodeSettings(**qn),
+        topics=TopicSettings(item_deltas=topics.deltas, dead_letters=topics.dead_letters),
     )
 
 
@@ -198,17 +200,11 @@ def dead_letters(bootstrap: str, topic: str, n: int) -> list[DeadLetter]:
         }
     )
     consumer.subscribe([topic])
-    got: list[DeadLetter] = []
-    deadline = time.monotonic() + WAIT_S
     try:
-        while len(got) < n and time.monotonic() < deadline:
-            message = consumer.poll(0.2)
-            if message is None or message.error():
-                continue
-            got.append(decode(DeadLetter, message.value()))
+        messages = collect(consumer, lambda got: len(got) >= n, WAIT_S)
     finally:
         consumer.close()
-    return got
+    return [decode(DeadLetter, m.value()) for m in messages]
 
 
 # ---- apply ----------------------------------------------------------------------------------
@@ -513,8 +509,8 @@ def test_a_killed_node_restarts_from_its_snapshot_and_replays_the_rest(
     env = {
         **os.environ,
         "NRTREC_RUN_DIR": str(tmp_path / "run"),
-        "NRTREC_QUERY_NODE__DELTAS_TOPIC": topics.deltas,
-        "NRTREC_QUERY_NODE__DEAD_LETTERS_TOPIC": topics.dead_letters,
+        "NRTREC_TOPICS__ITEM_DELTAS": topics.deltas,
+        "NRTREC_TOPICS__DEAD_LETTERS": topics.dead_letters,
         "NRTREC_QUERY_NODE__SNAPSHOT_INTERVAL_S": "1",
     }
     base = f"http://127.0.0.1:{port}"

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +19,14 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from nrtrec.core.settings import GatewaySettings, Settings
 from nrtrec.query_node.gateway import create_gateway_app, merge_hits, merge_listings
 from nrtrec.schemas.partitioning import ShardMap
 from nrtrec.schemas.query_api import Metric
-from nrtrec.settings import GatewaySettings, Settings
+from tests import waiting
+from tests.ann.helpers import exact_neighbours, random_vectors, recall
 from tests.conftest import free_port
-from tests.query_node.helpers import exact_neighbours, random_vectors, recall, stop
+from tests.query_node.helpers import stop
 
 NODE_TOKEN = "node-token"
 GATEWAY_TOKEN = "gateway-token"
@@ -125,17 +126,8 @@ def start_node(directory: Path) -> Node:
     return Node(f"http://127.0.0.1:{port}", process, log)
 
 
-def wait_healthy(node: Node, deadline_s: float = 90.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if node.process.poll() is not None:
-            raise AssertionError(f"query node exited: {node.log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{node.url}/healthz", timeout=2.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise AssertionError(f"{node.url} did not answer within {deadline_s} s")
+def wait_healthy(node: Node) -> None:
+    waiting.wait_healthy(f"{node.url}/healthz", node.process, log=node.log)
 
 
 @pytest.fixture(scope="module")
@@ -480,10 +472,11 @@ def test_replica_and_shard_failures(nodes, gateway, catalogue):
     nodes[0][0].kill()
     for _ in range(3):
         assert search_all() == before
-    deadline = time.monotonic() + 10
-    while gateway.get("/healthz").json()["shards"][0]["replicas"][0]["up"]:
-        assert time.monotonic() < deadline, "the health check did not mark the replica down"
-        time.sleep(0.1)
+    waiting.wait_until(
+        "the health check marks the replica down",
+        lambda: not gateway.get("/healthz").json()["shards"][0]["replicas"][0]["up"],
+        10,
+    )
     assert gateway.get("/healthz").json()["status"] == "ok"
 
     # The other replica of shard 0 dies too: answers come from shard 1 alone, and say so.
@@ -506,18 +499,17 @@ def test_replica_and_shard_failures(nodes, gateway, catalogue):
     # the other within the deadline; then it is marked down and skipped.
     nodes[1][0].process.send_signal(signal.SIGSTOP)
     try:
-        start = time.monotonic()
         assert search_all() == partial
-        assert time.monotonic() - start < 2 * 2.0
+        # The deadline cut the call to the hung replica, which is marked down for it.
+        hung = gateway.get("/healthz").json()["shards"][1]["replicas"][0]
+        assert hung["up"] is False and "timed out" in hung["reason"], hung
         r = gateway.post("/v1/indexes/items/search", json={"vector": [0.0] * DIM, "k": 1})
         assert r.status_code == 200 and r.json()["failed_shards"] == [0]
         # A write is not held up by it for long either (it gets the short deadline).
         on_shard1 = next(i for i in catalogue.ids if shard_map.shard_for(i) == 1)
         write = {"items": [{"id": on_shard1, "vector": [0.5] * DIM}]}
-        start = time.monotonic()
         r = gateway.post("/v1/indexes/items/upsert", json=write, headers=AUTH)
         assert r.status_code == 200 and r.json()["applied"] == 1
-        assert time.monotonic() - start < 2 * 2.0
     finally:
         nodes[1][0].process.send_signal(signal.SIGCONT)
     text = gateway.get("/metrics").text

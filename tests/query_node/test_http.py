@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from nrtrec.query_node import IndexRegistry, IndexSpec, create_app
-from nrtrec.query_node.errors import IndexBusy
+from nrtrec.ann import IndexBusy, IndexSpec
+from nrtrec.query_node import IndexRegistry, create_app
 from nrtrec.query_node.node import QueryNode
 from tests.query_node.helpers import node_settings
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nrtrec.query_node import IndexExists, IndexNotFound, IndexRegistry, IndexSpec, VectorIndex
+from nrtrec.ann import IndexSpec, VectorIndex
+from nrtrec.query_node import IndexExists, IndexNotFound, IndexRegistry
 
 
 def spec(name: str = "items", version: int = 1, dim: int = 4) -> IndexSpec:

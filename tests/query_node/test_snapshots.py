@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nrtrec.query_node import QueryNode, SnapshotError, SnapshotStore
-from nrtrec.settings import QueryNodeSettings
-from tests.query_node.helpers import new_index, node_settings, random_vectors
+from nrtrec.ann import SnapshotError, SnapshotStore
+from nrtrec.core.settings import QueryNodeSettings
+from nrtrec.query_node import QueryNode
+from tests.ann.helpers import new_index, random_vectors
+from tests.query_node.helpers import node_settings
 
 
 @pytest.fixture

@@ -18,10 +18,18 @@ from urllib.parse import urlparse
 import httpx
 import numpy as np
 
+from nrtrec.core.settings import (
+    AppSettings,
+    GatewaySettings,
+    KafkaSettings,
+    RedisSettings,
+    Settings,
+    UserStoreSettings,
+)
 from nrtrec.schemas import UserVector
-from nrtrec.settings import AppSettings, KafkaSettings, RedisSettings, Settings, UserStoreSettings
 from nrtrec.user_store import UserVectorStore
 from tests.conftest import free_port
+from tests.waiting import wait_healthy
 
 TOKEN = "cluster-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -44,18 +52,8 @@ class Server:
     process: subprocess.Popen
     log: Path
 
-    def wait_healthy(self, deadline_s: float = 90.0) -> None:
-        deadline = time.monotonic() + deadline_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"{self.name} exited: {self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2.0, trust_env=False).is_success:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"{self.name} at {self.url} did not answer in {deadline_s} s")
+    def wait_healthy(self) -> None:
+        wait_healthy(f"{self.url}/healthz", self.process, log=self.log)
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -171,11 +169,12 @@ def load_catalogue(gateway_url: str, catalogue: Catalogue) -> None:
             c.post("/v1/indexes/items/upsert", json=body).raise_for_status()
 
 
-def store_settings(redis_url: str, **app: object) -> Settings:
+def store_settings(redis_url: str, gateway_url: str | None = None, **app: object) -> Settings:
     """Settings whose store is the Redis at ``redis_url``, with a key prefix of its own, so
-    every test starts without users or popular items."""
+    every test starts without users or popular items; the query API at ``gateway_url``."""
     parsed = urlparse(redis_url)
     return Settings(
+        gateway=GatewaySettings(client_url=gateway_url),
         redis=RedisSettings(host=parsed.hostname or "127.0.0.1", port=parsed.port or 6379),
         # No broker there (tests of click tracking give theirs): never a developer's own Kafka.
         kafka=KafkaSettings(port=free_port()),

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from nrtrec.settings import Settings
+from nrtrec.core.settings import Settings
 from nrtrec.user_store import UserVectorStore, open_store
 from tests.recommender_app.cluster import (
     Catalogue,

@@ -4,7 +4,6 @@ shards behind a gateway (processes), the app in-process (TestClient, lifespan in
 from __future__ import annotations
 
 import re
-import time
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from nrtrec.recommender_app import create_app
 from tests.recommender_app.cluster import CATEGORIES, put_user
+from tests.waiting import poll
 
 pytestmark = pytest.mark.integration
 
@@ -36,12 +36,14 @@ def ids(body: dict) -> list[str]:
 
 def wait_popular(client: TestClient, expected: list[str], timeout_s: float = 5.0) -> dict:
     """Popular items are refreshed in the background (0.2 s in these tests)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        body = client.get("/v1/users/nobody/recommendations?k=3").json()
-        if ids(body) == expected or time.monotonic() > deadline:
-            return body
-        time.sleep(0.1)
+    answers: list[dict] = []
+
+    def popular() -> bool:
+        answers.append(client.get("/v1/users/nobody/recommendations?k=3").json())
+        return ids(answers[-1]) == expected
+
+    poll(popular, timeout_s, interval_s=0.1)
+    return answers[-1]
 
 
 def test_personalized_with_the_users_newest_version(client, store, catalogue):
@@ -226,7 +228,7 @@ def test_a_title_is_escaped_on_the_page(client, store, settings):
     evil = "<script>alert(1)</script>"
     item = {"id": "evil", "vector": [1.0] * DIM, "attributes": {"title": evil}}
     r = httpx.post(
-        f"{settings.app.gateway_url}/v1/indexes/items/upsert",
+        f"{settings.gateway.url}/v1/indexes/items/upsert",
         json={"items": [item], "model_version": 2},
         headers=AUTH,
         trust_env=False,

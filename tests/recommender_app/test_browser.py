@@ -26,8 +26,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from nrtrec.core.settings import Settings
 from nrtrec.schemas import ClickEvent, decode
-from nrtrec.settings import Settings
 from nrtrec.user_store import UserVectorStore, open_store
 from tests.recommender_app.cluster import Catalogue, Server, put_user, start, store_settings
 from tests.recommender_app.test_events import make_topic
@@ -102,10 +102,10 @@ def app_server(tmp_path_factory, app_settings, topic) -> Iterator[Server]:
         "NRTREC_REDIS__HOST": s.redis.host,
         "NRTREC_REDIS__PORT": str(s.redis.port),
         "NRTREC_USER_STORE__KEY_PREFIX": s.user_store.key_prefix,
-        "NRTREC_APP__CLICKS_TOPIC": topic,
+        "NRTREC_TOPICS__CLICKS": topic,
         "NRTREC_LOG_FORMAT": "text",
     }
-    args = ["app", "--gateway-url", s.app.gateway_url, "--kafka", s.app.kafka_bootstrap]
+    args = ["app", "--gateway-url", s.gateway.url, "--kafka", s.app.kafka_bootstrap]
     server = start("app", tmp_path_factory.mktemp("app"), args, env)
     try:
         server.wait_healthy()

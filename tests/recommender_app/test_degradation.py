@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -26,6 +25,7 @@ from tests.recommender_app.cluster import (
     start_cluster,
     store_settings,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -52,14 +52,7 @@ def own_redis(tmp_path) -> Iterator[subprocess.Popen]:
     )
     process.port = port  # type: ignore[attr-defined]
     client = redis.Redis(port=port, socket_timeout=1)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
+    wait_until("redis-server started", client.ping, 10, ignoring=(redis.ConnectionError,))
     try:
         yield process
     finally:
@@ -85,23 +78,25 @@ def app_for(redis_port: int, gateway_url: str, **app: object):
     return settings, TestClient(create_app(settings))
 
 
-def timed_get(client: TestClient, path: str) -> tuple[dict, float]:
-    start = time.monotonic()
+def answer(client: TestClient, path: str) -> dict:
     r = client.get(path)
-    elapsed = time.monotonic() - start
     assert r.status_code == 200, r.text
-    return r.json(), elapsed
-
-
-def wait_for(condition, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
+    return r.json()
 
 
 def ids(body: dict) -> list[str]:
     return [item["id"] for item in body["items"]]
+
+
+def popular_are(client: TestClient, expected: list[str]) -> None:
+    """The app's popular items (refreshed in the background) are ``expected``."""
+    answer = lambda: ids(client.get("/v1/users/nobody/recommendations").json())  # noqa: E731
+    wait_until(f"popular items {expected}", lambda: answer() == expected, 5.0)
+
+
+def not_degraded(client: TestClient) -> None:
+    answer = lambda: client.get("/v1/users/u1/recommendations").json()  # noqa: E731
+    wait_until("u1's answer not degraded", lambda: answer()["degraded"] is False, 5.0)
 
 
 def test_a_hung_store_gives_cached_popular_items_within_the_deadline(
@@ -111,24 +106,30 @@ def test_a_hung_store_gives_cached_popular_items_within_the_deadline(
     with open_store(settings) as store, app as client:
         put_user(store, "u1", {2: catalogue.vectors[2][0]})
         store.add_views({"5": 3, "6": 2})
-        wait_for(lambda: ids(client.get("/v1/users/nobody/recommendations").json()) == ["5", "6"])
-        wait_for(lambda: client.get("/v1/users/u1/recommendations").json()["degraded"] is False)
+        popular_are(client, ["5", "6"])
+        not_degraded(client)
 
         own_redis.send_signal(signal.SIGSTOP)  # Redis hangs: accepts nothing, answers nothing
         try:
             for path in ("/v1/users/u1/recommendations", "/v1/users/nobody/recommendations"):
-                body, elapsed = timed_get(client, path)
-                assert elapsed < DEADLINE_S + 0.2, elapsed
+                body = answer(client, path)
                 assert body["source"] == "popular" and ids(body) == ["5", "6"]
                 assert body["degraded"] is True
                 assert body["reasons"][0].startswith("store_unavailable:"), body["reasons"]
+                # A store timeout (the client's socket, or the app's 50 ms) cut the wait.
+                timed_out = ("no answer within 50 ms", "Timeout reading from socket")
+                assert any(t in body["reasons"][0] for t in timed_out), body["reasons"]
             # The page still renders, with what there is.
             r = client.get("/?user=u1")
             assert r.status_code == 200 and "Some results may be missing" in r.text
-            wait_for(lambda: client.get("/healthz").json()["status"] == "degraded")
+            wait_until(
+                "healthz degraded",
+                lambda: client.get("/healthz").json()["status"] == "degraded",
+                5.0,
+            )
         finally:
             own_redis.send_signal(signal.SIGCONT)
-        wait_for(lambda: client.get("/v1/users/u1/recommendations").json()["degraded"] is False)
+        not_degraded(client)
         assert client.get("/v1/users/u1/recommendations").json()["source"] == "personalized"
 
 
@@ -137,11 +138,10 @@ def test_a_dead_store_gives_popular_items_and_says_so(own_redis, own_cluster, ca
     with open_store(settings) as store, app as client:
         put_user(store, "u1", {2: catalogue.vectors[2][0]})
         store.add_views({"9": 1})
-        wait_for(lambda: ids(client.get("/v1/users/nobody/recommendations").json()) == ["9"])
+        popular_are(client, ["9"])
         own_redis.kill()
         own_redis.wait()
-        body, elapsed = timed_get(client, "/v1/users/u1/recommendations")
-        assert elapsed < DEADLINE_S + 0.2
+        body = answer(client, "/v1/users/u1/recommendations")
         assert body["source"] == "popular" and ids(body) == ["9"] and body["degraded"] is True
         assert body["reasons"][0].startswith("store_unavailable:")
         body = client.get("/v1/users/u1/recent-views").json()
@@ -152,8 +152,7 @@ def test_a_store_down_from_the_start_still_answers(own_cluster):
     # Nothing ever listened there: no popular items either, and the answer says why.
     _, app = app_for(free_port(), own_cluster.gateway.url)
     with app as client:
-        body, elapsed = timed_get(client, "/v1/users/u1/recommendations")
-        assert elapsed < DEADLINE_S + 0.2
+        body = answer(client, "/v1/users/u1/recommendations")
         assert body == {
             "items": [],
             "model_version": None,
@@ -169,10 +168,9 @@ def test_no_gateway_gives_popular_items_and_says_so(own_redis, catalogue):
     with open_store(settings) as store, app as client:
         put_user(store, "u1", {2: catalogue.vectors[2][0]})
         store.add_views({"3": 1})
-        wait_for(lambda: ids(client.get("/v1/users/nobody/recommendations").json()) == ["3"])
+        popular_are(client, ["3"])
         for path in ("/v1/users/u1/recommendations", "/v1/items/3/similar"):
-            body, elapsed = timed_get(client, path)
-            assert elapsed < DEADLINE_S + 0.2
+            body = answer(client, path)
             assert body["source"] == "popular" and body["degraded"] is True
             assert body["reasons"][0].startswith("search_unavailable:"), body["reasons"]
         # Popular items have no titles without the gateway, but they are there.
@@ -188,13 +186,14 @@ def test_a_hung_shard_answers_within_the_deadline(own_redis, own_cluster, catalo
     with open_store(settings) as store, app as client:
         put_user(store, "u1", {2: catalogue.vectors[2][0]})
         store.add_views({"3": 1})
-        wait_for(lambda: ids(client.get("/v1/users/nobody/recommendations").json()) == ["3"])
+        popular_are(client, ["3"])
         node.process.send_signal(signal.SIGSTOP)
         try:
-            body, elapsed = timed_get(client, "/v1/users/u1/recommendations")
-            assert elapsed < DEADLINE_S + 0.2
+            body = answer(client, "/v1/users/u1/recommendations")
             assert body["source"] == "popular" and body["degraded"] is True
             assert body["reasons"][0].startswith("search_unavailable:")
+            # The app's search timeout (100 ms) cut it, before the gateway's 0.5 s for a shard.
+            assert "no answer within 100 ms" in body["reasons"][0], body["reasons"]
         finally:
             node.process.send_signal(signal.SIGCONT)
     # The same store (and key prefix), more patience.
@@ -216,10 +215,9 @@ def test_a_dead_shard_gives_the_other_shards_items_and_says_so(own_redis, own_cl
     query = catalogue.vectors[2][0]
     with open_store(settings) as store, app as client:
         put_user(store, "u1", {2: query}, recent=["1"])
-        wait_for(lambda: client.get("/v1/users/u1/recommendations").json()["degraded"] is False)
+        not_degraded(client)
         own_cluster.nodes[1].kill()
-        body, elapsed = timed_get(client, "/v1/users/u1/recommendations?k=5")
-        assert elapsed < DEADLINE_S + 0.2
+        body = answer(client, "/v1/users/u1/recommendations?k=5")
         assert body["source"] == "personalized" and body["degraded"] is True
         assert body["reasons"][0].startswith("partial_results: shard(s) [1]")
         on_shard0 = lambda i: shard_map.shard_for(i) == 0 and i != "1"  # noqa: E731

@@ -9,7 +9,6 @@ records reach it. The encoders are the session's trained versions 1 and 2, run i
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,25 +20,25 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from confluent_kafka.admin import AdminClient, NewTopic
 from typer.testing import CliRunner
 
+from nrtrec.ann.snapshots import SnapshotStore
 from nrtrec.cli import app as cli_app
-from nrtrec.inference.client import LocalEncoder
-from nrtrec.query_node import create_app
-from nrtrec.query_node.snapshots import SnapshotStore
-from nrtrec.schemas import DeadLetter, ItemDelta, ListingEvent, ListingOp, decode, encode
-from nrtrec.schemas.partitioning import PRODUCER_CONFIG, ShardMap, partition_for
-from nrtrec.settings import (
+from nrtrec.core.kafka import DeadLetterProducer
+from nrtrec.core.settings import (
     GatewaySettings,
     InferenceSettings,
     KafkaSettings,
     LocalRunnerSettings,
     QueryNodeSettings,
     Settings,
-    StreamingSettings,
+    TopicSettings,
 )
+from nrtrec.inference.client import LocalEncoder
+from nrtrec.query_node import create_app
+from nrtrec.schemas import DeadLetter, ItemDelta, ListingEvent, ListingOp, decode, encode
+from nrtrec.schemas.partitioning import PRODUCER_CONFIG, ShardMap, partition_for
 from nrtrec.streaming.attributes import listing_attributes
 from nrtrec.streaming.bulk import (
     BulkError,
-    DeadLetters,
     high_watermarks,
     load_snapshots,
     read_catalogue,
@@ -50,8 +49,9 @@ from nrtrec.streaming.bulk import (
 )
 from tests.conftest import free_port
 from tests.models import TrainedModels
-from tests.query_node.helpers import serving, wait_until
+from tests.query_node.helpers import serving
 from tests.stack import Stack
+from tests.waiting import collect, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -114,10 +114,10 @@ def bulk_settings(
         "token": TOKEN,
         "kafka": KafkaSettings(host=host, port=int(port), partitions=PARTITIONS),
         "inference": InferenceSettings(backend="local", repository=models.repository.path),
-        "streaming": StreamingSettings(
-            listings_topic=topics.listings,
-            item_deltas_topic=topics.item_deltas,
-            dead_letters_topic=topics.dead_letters,
+        "topics": TopicSettings(
+            listings=topics.listings,
+            item_deltas=topics.item_deltas,
+            dead_letters=topics.dead_letters,
         ),
         "local": LocalRunnerSettings(query_node_shards=SHARDS),
         **groups,
@@ -202,16 +202,10 @@ def read_from(bootstrap: str, topic: str, offsets: dict[int, int], n: int) -> li
         {"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4().hex[:8]}"}
     )
     consumer.assign([TopicPartition(topic, p, o) for p, o in offsets.items()])
-    got: list[Message] = []
-    deadline = time.monotonic() + WAIT_S
     try:
-        while len(got) < n and time.monotonic() < deadline:
-            message = consumer.poll(0.2)
-            if message is not None and not message.error():
-                got.append(message)
+        return collect(consumer, lambda got: len(got) >= n, WAIT_S)
     finally:
         consumer.close()
-    return got
 
 
 def catalogue(records: Records, topics: Topics) -> tuple[dict[str, ListingEvent], dict[int, str]]:
@@ -384,9 +378,9 @@ def test_bulk_with_an_older_version_on_the_command_line(
         "NRTREC_LOCAL__QUERY_NODE_SHARDS": str(SHARDS),
         "NRTREC_INFERENCE__BACKEND": "local",
         "NRTREC_INFERENCE__REPOSITORY": str(trained_models.repository.path),
-        "NRTREC_STREAMING__LISTINGS_TOPIC": topics.listings,
-        "NRTREC_STREAMING__ITEM_DELTAS_TOPIC": topics.item_deltas,
-        "NRTREC_STREAMING__DEAD_LETTERS_TOPIC": topics.dead_letters,
+        "NRTREC_TOPICS__LISTINGS": topics.listings,
+        "NRTREC_TOPICS__ITEM_DELTAS": topics.item_deltas,
+        "NRTREC_TOPICS__DEAD_LETTERS": topics.dead_letters,
     }
     result = CliRunner().invoke(cli_app, ["bulk", "--version", "1", "--json"], env=env)
     assert result.exit_code == 0, result.output
@@ -411,7 +405,7 @@ def test_bulk_with_an_older_version_on_the_command_line(
     result = CliRunner().invoke(cli_app, ["bulk", "--version", "9"], env=env)
     assert result.exit_code == 1
     assert "model version 9 is not available" in result.output
-    env["NRTREC_STREAMING__LISTINGS_TOPIC"] = f"missing-{uuid.uuid4().hex[:8]}"
+    env["NRTREC_TOPICS__LISTINGS"] = f"missing-{uuid.uuid4().hex[:8]}"
     result = CliRunner().invoke(cli_app, ["bulk"], env=env)
     assert result.exit_code == 1
     assert "is not there" in result.output
@@ -438,9 +432,9 @@ def test_reading_stops_exactly_at_the_marks_while_listings_keep_coming(
         for event in (listing("mark-1", "changed"), deletion("mark-2"), listing("after")):
             records.send(topics.listings, event.item_id, encode(event))
         records.flush()
-        dead = DeadLetters(bootstrap, topics.dead_letters)
+        dead = DeadLetterProducer(bootstrap, topics.dead_letters, "test-bulk")
         read = read_catalogue(consumer, topics.listings, marks, dead)
-        dead.close()
+        dead.flush()
     finally:
         consumer.close()
     assert read.live == {item.item_id: item for item in before}
@@ -489,12 +483,13 @@ def test_load_swaps_the_snapshots_into_the_shards_nodes_and_deltas_continue(
             data_dir=tmp_path / f"node-{shard}",
             consume_deltas=True,
             kafka_bootstrap=bootstrap,
-            deltas_topic=topics.item_deltas,
-            dead_letters_topic=topics.dead_letters,
             partitions=list(shard_map.partitions_of(shard)),
             consumer_group=f"test-{uuid.uuid4().hex[:8]}",
         )
-        return Settings(run_dir=tmp_path / f"node-{shard}-run", token=TOKEN, query_node=qn)
+        names = TopicSettings(item_deltas=topics.item_deltas, dead_letters=topics.dead_letters)
+        return Settings(
+            run_dir=tmp_path / f"node-{shard}-run", token=TOKEN, query_node=qn, topics=names
+        )
 
     with (
         serving(create_app(node_settings(0))) as url0,

@@ -5,7 +5,6 @@ loses nothing; bad events land in ``dead-letters``."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import httpx
@@ -14,15 +13,15 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from nrtrec.datasets import load_movielens
+from nrtrec.cli.up import ensure_indexes, ensure_jobs, ensure_models
+from nrtrec.core.datasets import load_movielens
+from nrtrec.core.settings import Settings, TopicSettings
 from nrtrec.deploy import LocalRunner
-from nrtrec.deploy.pipeline import ensure_indexes, ensure_jobs, ensure_models
 from nrtrec.deploy.services.query_nodes import GatewayService, QueryNodeService
 from nrtrec.deploy.supervisor import log_tail
 from nrtrec.inference.client import LocalEncoder
 from nrtrec.schemas import ClickEvent, ListingOp, encode
 from nrtrec.schemas.partitioning import PRODUCER_CONFIG
-from nrtrec.settings import Settings
 from nrtrec.streaming.history import History
 from nrtrec.streaming.submit import (
     ITEM_DELTAS,
@@ -31,7 +30,8 @@ from nrtrec.streaming.submit import (
     wait_for_checkpoint,
 )
 from nrtrec.user_store import open_store
-from tests.conftest import free_port, free_port_pair, wait_for
+from tests.conftest import free_port, free_port_pair
+from tests.waiting import collect, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -59,22 +59,18 @@ def pipeline(stack, test_settings: Settings, trained_models, tmp_path_factory):
     settings = s.model_copy(
         update={
             "run_dir": tmp_path_factory.mktemp("pipeline"),
-            "query_node": s.query_node.model_copy(
-                update={
-                    "port": free_port_pair(),
-                    "deltas_topic": topics["item-deltas"],
-                    "dead_letters_topic": topics["dead"],
-                }
+            "query_node": s.query_node.model_copy(update={"port": free_port_pair()}),
+            "topics": TopicSettings(
+                clicks=topics["clicks"],
+                listings=topics["listings"],
+                item_deltas=topics["item-deltas"],
+                dead_letters=topics["dead"],
             ),
             "gateway": s.gateway.model_copy(update={"port": free_port()}),
             "local": s.local.model_copy(update={"query_node_shards": 2}),
             "user_store": s.user_store.model_copy(update={"key_prefix": f"e2e-{tag}:"}),
             "streaming": s.streaming.model_copy(
                 update={
-                    "clicks_topic": topics["clicks"],
-                    "listings_topic": topics["listings"],
-                    "item_deltas_topic": topics["item-deltas"],
-                    "dead_letters_topic": topics["dead"],
                     "consumer_group": f"e2e-{tag}",
                     "checkpoint_interval_ms": 1000,
                 }
@@ -139,16 +135,17 @@ def dead_letters(settings: Settings, topic: str, want: list[str], timeout_s: flo
         }
     )
     consumer.subscribe([topic])
-    found = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is not None and not msg.error():
-            found.append(json.loads(msg.value())["error"])
-        if all(any(w in reason for reason in found) for w in want):
-            break
-    consumer.close()
-    return " | ".join(found)
+
+    def reasons(messages: list) -> list[str]:
+        return [json.loads(m.value())["error"] for m in messages]
+
+    def enough(messages: list) -> bool:
+        return all(any(w in reason for reason in reasons(messages)) for w in want)
+
+    try:
+        return " | ".join(reasons(collect(consumer, enough, timeout_s)))
+    finally:
+        consumer.close()
 
 
 def diagnose(flink) -> str:
@@ -179,11 +176,11 @@ def test_listings_and_clicks_become_items_and_user_vectors_and_survive_a_restart
     local = LocalEncoder(settings.inference, trained_models.repository)
     expected = {v: local.encode_listings(listings, v).vectors for v in (1, 2)}
     probe = expected[2][0]
-    wait_for(
+    wait_until(
+        "all listings searchable in version 2",
         lambda: len(search_ids(settings, probe, 2)) == N_ITEMS,
         120,
-        "all listings searchable in version 2",
-        lambda: diagnose(flink),
+        diagnose=lambda: diagnose(flink),
     )
     assert search_ids(settings, expected[1][0], 1) == {m.item_id for m in movies}
     served = item(settings, movies[3].item_id, 2)
@@ -216,15 +213,17 @@ def test_listings_and_clicks_become_items_and_user_vectors_and_survive_a_restart
                 return False
         return True
 
-    wait_for(lambda: stored_match(first), 120, "first clicks stored", lambda: diagnose(flink))
+    wait_until(
+        "first clicks stored", lambda: stored_match(first), 120, diagnose=lambda: diagnose(flink)
+    )
 
     # Restart: cancel both jobs after a checkpoint (it is retained), produce while they are
     # down, then start them again from their newest checkpoint.
     for name in (USER_VECTORS.name, ITEM_DELTAS.name):
         wait_for_checkpoint(flink, jobs[name], timeout_s=60)
         flink.cancel_job(jobs[name])
-    wait_for(
-        lambda: all(flink.job_state(j) == "CANCELED" for j in jobs.values()), 60, "jobs cancelled"
+    wait_until(
+        "jobs cancelled", lambda: all(flink.job_state(j) == "CANCELED" for j in jobs.values()), 60
     )
     produce(settings, topics["clicks"], [(c.user_id, encode(c)) for c in second])
     renamed = movies[0].listing(50_000).model_copy(update={"title": "Toy Story, restored"})
@@ -236,7 +235,9 @@ def test_listings_and_clicks_become_items_and_user_vectors_and_survive_a_restart
     )
     restarted = ensure_jobs(settings, flink)
     assert set(restarted.values()).isdisjoint(jobs.values())
-    wait_for(lambda: stored_match(clicks), 120, "every click stored", lambda: diagnose(flink))
+    wait_until(
+        "every click stored", lambda: stored_match(clicks), 120, diagnose=lambda: diagnose(flink)
+    )
 
     # A stored vector is the user tower over its items' vectors, in the newest version, and
     # the replay after the restart counted no click twice.
@@ -248,14 +249,14 @@ def test_listings_and_clicks_become_items_and_user_vectors_and_survive_a_restart
     np.testing.assert_allclose(
         record.versions[0].vector, local.encode_users([history], 2).vectors[0], atol=1e-4
     )
-    wait_for(lambda: item(settings, deleted.item_id, 2) is None, 60, "delete applied")
-    wait_for(
+    wait_until("delete applied", lambda: item(settings, deleted.item_id, 2) is None, 60)
+    wait_until(
+        "update applied",
         lambda: (
             (item(settings, renamed.item_id, 2) or {}).get("attributes", {}).get("title")
             == "Toy Story, restored"
         ),
         60,
-        "update applied",
     )
     assert len(search_ids(settings, probe, 2)) == N_ITEMS - 1
 

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import yaml
 
+from nrtrec.core.settings import Settings
 from nrtrec.deploy.services import default_services
-from nrtrec.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,7 +1,7 @@
 import json
 import logging
 
-from nrtrec import logs
+from nrtrec.core import logs
 
 
 def test_json_logs_are_one_object_per_line_with_extra_fields(capsys):

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from nrtrec.settings import Settings
+from nrtrec.core.settings import Settings
 
 
 def test_environment_overrides_nested_settings(monkeypatch):

@@ -13,8 +13,8 @@ from urllib.parse import urlparse
 
 import pytest
 
+from nrtrec.core.settings import RedisSettings, Settings, UserStoreSettings
 from nrtrec.schemas import UserVector
-from nrtrec.settings import RedisSettings, Settings, UserStoreSettings
 from nrtrec.user_store import UserVectorStore, open_store
 from tests.stack import Stack
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from nrtrec.settings import Settings
+from nrtrec.core.settings import Settings
 from nrtrec.user_store import StoreUnavailable, open_store
 from tests.conftest import free_port
 from tests.stack import Stack

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nrtrec.settings import Settings, UserStoreSettings
+from nrtrec.core.settings import Settings, UserStoreSettings
 from nrtrec.user_store import open_store
 from nrtrec.user_store.common import merge
 from nrtrec.user_store.couchbase import _field_name, _field_path

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from nrtrec.settings import Settings
+from nrtrec.core.settings import Settings
 from nrtrec.user_store import StoreError, UserVectorStore, open_store
 from nrtrec.user_store.common import user_key
 from tests.user_store.conftest import vec

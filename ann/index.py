@@ -1,0 +1,439 @@
+"""One vector index: an hnswlib graph for one (name, model_version), with string ids,
+attributes, filtered search and exact search for tight filters.
+
+Rows. An item lives in a row; the row number is its hnswlib label and its index in our arrays
+(vectors, attributes, ids). A deleted item's row is marked deleted in hnswlib and goes on a free
+list; the next new item takes it back with ``add_items`` on that label, which hnswlib treats as
+an update of the deleted element (it unmarks it and relinks it in place). So a long run of
+adds and deletes reuses the same slots and memory stays bounded without hnswlib's
+``replace_deleted``, which would hand a slot to a *new* label and break label == row.
+
+Scores. l2: the Euclidean distance (hnswlib returns its square; we take the root), smaller is
+nearer. ip: the dot product (hnswlib returns 1 - dot). cosine: the dot product of unit vectors
+(1 - hnswlib's distance). Exact search computes the same quantities with numpy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import hnswlib
+import numpy as np
+
+from nrtrec.ann.attributes import AttributeStore
+from nrtrec.ann.errors import InvalidSpec, InvalidVector, OutOfRange
+from nrtrec.ann.exact import exact_top_k
+from nrtrec.ann.lock import IndexLock
+from nrtrec.ann.results import Hit, SearchResult, StoredItem, Strategy
+from nrtrec.ann.spec import IndexSpec, is_int
+from nrtrec.core.settings import QueryNodeSettings
+from nrtrec.schemas.filters import Filter, parse_filter
+from nrtrec.schemas.query_api import Metric
+
+
+@dataclass
+class IndexState:
+    """What a snapshot keeps of an index, by row; handed out under the index's read lock."""
+
+    graph: hnswlib.Index
+    ids: list[str | None]
+    attributes: list[dict[str, Any] | None]
+    # Rows past the last used one are left out; rows without an id are free (deleted).
+    vectors: np.ndarray
+
+
+class VectorIndex:
+    """An HNSW index over string ids. Thread-safe: searches run in parallel, writes alone."""
+
+    def __init__(self, spec: IndexSpec, settings: QueryNodeSettings | None = None):
+        self.spec = spec
+        self._settings = settings or QueryNodeSettings()
+        self._graph = hnswlib.Index(space=spec.metric.value, dim=spec.dim)
+        self._graph.init_index(
+            max_elements=spec.max_elements, M=spec.M, ef_construction=spec.ef_construction
+        )
+        self._setup(spec.max_elements)
+
+    def _setup(self, capacity: int) -> None:
+        self._lock = IndexLock(self._graph.set_ef)
+        # Bumped by every write; lets the node skip saving an unchanged index.
+        self._revision = 0
+        self._revision_lock = threading.Lock()
+        self._row_of: dict[str, int] = {}
+        self._ids: list[str | None] = [None] * capacity
+        self._live = np.zeros(capacity, bool)
+        self._vectors = np.zeros((capacity, self.spec.dim), np.float32)
+        # For l2 exact search: |x - q|^2 = |x|^2 - 2 x.q + |q|^2.
+        self._sq_norms = np.zeros(capacity, np.float32)
+        self._attributes = AttributeStore(capacity)
+        self._free: list[int] = []
+        self._next_row = 0
+
+    # ---- what it is ----------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def model_version(self) -> int:
+        return self.spec.model_version
+
+    @property
+    def dim(self) -> int:
+        return self.spec.dim
+
+    @property
+    def metric(self) -> Metric:
+        return self.spec.metric
+
+    @property
+    def count(self) -> int:
+        return len(self._row_of)
+
+    def __len__(self) -> int:
+        return len(self._row_of)
+
+    @property
+    def capacity(self) -> int:
+        """Rows allocated, in hnswlib and in the arrays beside it."""
+        return len(self._ids)
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._row_of
+
+    def __repr__(self) -> str:
+        return (
+            f"VectorIndex({self.name!r}, v{self.model_version}, dim={self.dim}, "
+            f"metric={self.metric.value}, count={self.count})"
+        )
+
+    def attributes(self, item_id: str) -> dict[str, Any] | None:
+        with self._lock.frozen():
+            row = self._row_of.get(item_id)
+            return None if row is None else self._attributes.get(row)
+
+    def vector(self, item_id: str) -> np.ndarray | None:
+        """The stored vector (unit length for cosine), or None for an unknown id."""
+        with self._lock.frozen():
+            row = self._row_of.get(item_id)
+            return None if row is None else self._vectors[row].copy()
+
+    def items(self, ids: Sequence[str]) -> list[StoredItem]:
+        """The items of ``ids`` that the index holds, in the order asked, each once; unknown ids
+        are left out. One read of the index, so every item is as of the same moment."""
+        with self._lock.frozen():
+            found = []
+            for item_id in dict.fromkeys(ids):
+                row = self._row_of.get(item_id)
+                if row is not None:
+                    found.append(
+                        StoredItem(item_id, self._vectors[row].copy(), self._attributes.get(row))
+                    )
+            return found
+
+    # ---- writes ---------------------------------------------------------------------------
+
+    def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: Sequence[Sequence[float]] | np.ndarray,
+        attributes: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> int:
+        """Add new ids and replace existing ones in place; returns the number of items written.
+
+        Within one call the last occurrence of an id wins. Vectors are checked before anything
+        changes, so a bad vector leaves the index as it was.
+        """
+        ids = list(ids)
+        matrix = self._checked_matrix(vectors, len(ids))
+        attrs = list(attributes) if attributes is not None else [None] * len(ids)
+        if len(attrs) != len(ids):
+            raise InvalidVector(f"{len(ids)} ids but {len(attrs)} attribute sets")
+        last = {item_id: i for i, item_id in enumerate(ids)}
+        if len(last) != len(ids):
+            keep = sorted(last.values())
+            ids, matrix, attrs = [ids[i] for i in keep], matrix[keep], [attrs[i] for i in keep]
+        for item_id in ids:
+            if not isinstance(item_id, str) or not item_id:
+                raise InvalidVector(f"ids are non-empty strings, got {item_id!r}")
+        if not ids:
+            return 0
+        stored = self._stored_form(matrix)
+        with self._lock.write():
+            new = sum(1 for item_id in ids if item_id not in self._row_of)
+            self._reserve(new)
+            rows = np.fromiter((self._row_for(item_id) for item_id in ids), np.int64, len(ids))
+            try:
+                # An existing label is updated in place; a freed one is unmarked and relinked.
+                self._graph.add_items(matrix, rows, num_threads=self._settings.insert_threads)
+            except Exception:
+                self._release_new_rows(ids, rows)
+                raise
+            self._vectors[rows] = stored
+            self._sq_norms[rows] = np.einsum("ij,ij->i", stored, stored)
+            self._live[rows] = True
+            for row, item_id, item_attrs in zip(rows.tolist(), ids, attrs, strict=True):
+                self._ids[row] = item_id
+                self._row_of[item_id] = row
+                self._attributes.set(row, item_attrs or {})
+            self._bump()
+        return len(ids)
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove ids; unknown ones are ignored. Returns the number removed."""
+        with self._lock.write():
+            removed = 0
+            for item_id in dict.fromkeys(ids):
+                row = self._row_of.pop(item_id, None)
+                if row is None:
+                    continue
+                self._graph.mark_deleted(row)
+                self._ids[row] = None
+                self._live[row] = False
+                self._attributes.clear(row)
+                self._free.append(row)
+                removed += 1
+            if removed:
+                self._bump()
+        return removed
+
+    def _row_for(self, item_id: str) -> int:
+        row = self._row_of.get(item_id)
+        if row is not None:
+            return row
+        if self._free:
+            return self._free.pop()
+        row, self._next_row = self._next_row, self._next_row + 1
+        return row
+
+    def _release_new_rows(self, ids: list[str], rows: np.ndarray) -> None:
+        # hnswlib may have added some of them before it failed; hide those again.
+        for item_id, row in zip(ids, rows.tolist(), strict=True):
+            if item_id in self._row_of:
+                continue
+            # Not there if never added, or already marked if it was a freed row.
+            with contextlib.suppress(RuntimeError):
+                self._graph.mark_deleted(row)
+            self._free.append(row)
+
+    def _reserve(self, new: int) -> None:
+        free = len(self._free) + self.capacity - self._next_row
+        if new <= free:
+            return
+        needed = self._next_row + new - len(self._free)
+        capacity = max(needed, math.ceil(self.capacity * self._settings.growth_factor))
+        self._graph.resize_index(capacity)
+        extra = capacity - self.capacity
+        self._ids.extend([None] * extra)
+        self._live = np.concatenate([self._live, np.zeros(extra, bool)])
+        self._vectors = np.concatenate([self._vectors, np.zeros((extra, self.dim), np.float32)])
+        self._sq_norms = np.concatenate([self._sq_norms, np.zeros(extra, np.float32)])
+        self._attributes.grow(capacity)
+
+    def _bump(self) -> None:
+        with self._revision_lock:
+            self._revision += 1
+
+    # ---- search ---------------------------------------------------------------------------
+
+    def search(
+        self,
+        vector: Sequence[float] | np.ndarray,
+        k: int = 10,
+        *,
+        ef: int | None = None,
+        filter: Mapping[str, Any] | Filter | None = None,
+        wait: bool = True,
+        with_attributes: bool = False,
+    ) -> SearchResult:
+        """The ``k`` nearest items, nearest first, among those that pass ``filter``.
+
+        Without ``wait``, raises ``IndexBusy`` rather than wait for a write in progress. With
+        ``with_attributes`` each hit carries its item's attributes.
+
+        A filter is applied inside the graph walk; when it keeps few items (settings:
+        ``exact_search_max_fraction``, ``exact_search_max_count``) or the walk would be long
+        (``max_graph_steps``), the matching items are searched exactly instead.
+        """
+        s = self._settings
+        query = self._checked_matrix([vector] if _is_flat(vector) else vector, 1)
+        if not is_int(k) or not 1 <= k <= s.max_k:
+            raise OutOfRange(f"k must be between 1 and {s.max_k}, got {k!r}")
+        if ef is not None and (not is_int(ef) or not 1 <= ef <= s.max_ef):
+            raise OutOfRange(f"ef must be between 1 and {s.max_ef}, got {ef!r}")
+        conditions = parse_filter(filter)
+        ef = min(s.max_ef, max(k, ef or max(s.ef_search, math.ceil(s.ef_per_k * k))))
+        with self._lock.read(ef, wait=wait):
+            if not self._row_of:
+                return SearchResult([], Strategy.EMPTY, 0)
+            mask = None
+            candidates = self.count
+            if conditions:
+                mask = self._attributes.match(conditions) & self._live
+                candidates = int(np.count_nonzero(mask))
+                if not candidates:
+                    return SearchResult([], Strategy.EMPTY, 0)
+            if self._exact_is_cheaper(candidates, ef):
+                return self._exact(query[0], k, mask, candidates, with_attributes)
+            k = min(k, candidates)
+            try:
+                labels, distances = self._graph.knn_query(
+                    query,
+                    k=k,
+                    num_threads=1,
+                    filter=None if mask is None else mask.__getitem__,
+                )
+            except RuntimeError:
+                # hnswlib found fewer than k (a graph cut off by deletions); exact cannot miss.
+                return self._exact(query[0], k, mask, candidates, with_attributes)
+            strategy = Strategy.GRAPH if mask is None else Strategy.FILTERED_GRAPH
+            hits = self._hits(labels[0], distances[0], with_attributes)
+            return SearchResult(hits, strategy, candidates)
+
+    def _exact_is_cheaper(self, candidates: int, ef: int) -> bool:
+        s = self._settings
+        if candidates <= s.exact_search_max_count:
+            return True
+        fraction = candidates / self.count
+        return fraction <= s.exact_search_max_fraction or ef / fraction > s.max_graph_steps
+
+    def _exact(
+        self,
+        query: np.ndarray,
+        k: int,
+        mask: np.ndarray | None,
+        candidates: int,
+        with_attributes: bool = False,
+    ) -> SearchResult:
+        rows = np.flatnonzero(self._live if mask is None else mask)
+        top, scores = exact_top_k(self._vectors, self._sq_norms, rows, query, k, self.metric)
+        return SearchResult(
+            self._make_hits(top.tolist(), scores.tolist(), with_attributes),
+            Strategy.EXACT,
+            candidates,
+        )
+
+    def _hits(
+        self, labels: np.ndarray, distances: np.ndarray, with_attributes: bool = False
+    ) -> list[Hit]:
+        if self.metric is Metric.L2:
+            scores = np.sqrt(np.maximum(distances, 0.0))
+        else:
+            scores = 1.0 - distances
+        return self._make_hits(labels.tolist(), scores.tolist(), with_attributes)
+
+    def _make_hits(self, rows: list[int], scores: list[float], with_attributes: bool) -> list[Hit]:
+        if with_attributes:
+            return [
+                Hit(self._ids[row], float(score), self._attributes.get(row))
+                for row, score in zip(rows, scores, strict=True)
+            ]
+        return [Hit(self._ids[row], float(score)) for row, score in zip(rows, scores, strict=True)]
+
+    # ---- checks ---------------------------------------------------------------------------
+
+    def _checked_matrix(self, vectors: Any, n: int) -> np.ndarray:
+        try:
+            # A value past float32's range becomes inf, refused below with the other non-finite.
+            with np.errstate(over="ignore"):
+                matrix = np.asarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            for vector in vectors:
+                if isinstance(vector, Sequence) and len(vector) != self.dim:
+                    raise self._wrong_dimension(len(vector)) from None
+            raise InvalidVector(f"vectors must be lists of numbers: {e}") from None
+        if matrix.ndim != 2 or matrix.shape[0] != n:
+            raise InvalidVector(f"expected {n} vector(s) of dimension {self.dim}")
+        if matrix.shape[1] != self.dim:
+            raise self._wrong_dimension(matrix.shape[1])
+        finite = np.isfinite(matrix).all(axis=1)
+        if not finite.all():
+            raise InvalidVector(
+                f"vector {int(np.argmin(finite))} holds NaN or infinity (or overflows float32)"
+            )
+        if self.metric is Metric.COSINE:
+            zero = ~np.any(matrix, axis=1)
+            if zero.any():
+                raise InvalidVector(
+                    f"vector {int(np.argmax(zero))} is zero; cosine needs a direction"
+                )
+        return np.ascontiguousarray(matrix)
+
+    def _wrong_dimension(self, dim: int) -> InvalidVector:
+        return InvalidVector(
+            f"index {self.name!r} v{self.model_version} has dimension {self.dim}, "
+            f"got a vector of dimension {dim}"
+        )
+
+    def _stored_form(self, matrix: np.ndarray) -> np.ndarray:
+        # hnswlib keeps unit vectors for cosine; keep the same, so exact search is a dot product.
+        if self.metric is Metric.COSINE:
+            return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+        return matrix
+
+    # ---- snapshots ------------------------------------------------------------------------
+
+    @contextmanager
+    def state(self) -> Iterator[IndexState]:
+        """The index's parts, for a snapshot. Searches go on meanwhile (hnswlib's save only
+        reads); writes wait."""
+        with self._lock.frozen():
+            yield IndexState(
+                graph=self._graph,
+                ids=self._ids[: self._next_row],
+                attributes=self._attributes.rows()[: self._next_row],
+                vectors=self._vectors[: self._next_row],
+            )
+
+    @classmethod
+    def from_state(
+        cls,
+        spec: IndexSpec,
+        state: IndexState,
+        settings: QueryNodeSettings | None = None,
+        revision: int = 0,
+    ) -> VectorIndex:
+        """An index around a loaded graph and the arrays saved with it."""
+        index = cls.__new__(cls)
+        index.spec = spec
+        index._settings = settings or QueryNodeSettings()
+        index._graph = state.graph
+        capacity = state.graph.get_max_elements()
+        rows = len(state.ids)
+        if rows > capacity or state.vectors.shape != (rows, spec.dim):
+            raise InvalidSpec(
+                f"snapshot of {spec.name!r} v{spec.model_version} is inconsistent: "
+                f"{rows} rows, vectors {state.vectors.shape}, capacity {capacity}"
+            )
+        index._setup(capacity)
+        index._revision = revision
+        index._next_row = rows
+        index._ids[:rows] = state.ids
+        index._vectors[:rows] = state.vectors
+        index._sq_norms[:rows] = np.einsum("ij,ij->i", state.vectors, state.vectors)
+        index._attributes = AttributeStore.from_rows(state.attributes, capacity)
+        for row, item_id in enumerate(state.ids):
+            if item_id is not None:
+                index._row_of[item_id] = row
+                index._live[row] = True
+        index._free = [row for row in range(rows) if state.ids[row] is None]
+        return index
+
+
+def _is_flat(vector: Any) -> bool:
+    if isinstance(vector, np.ndarray):
+        return vector.ndim == 1
+    return (
+        not vector or isinstance(vector[0], str) or not isinstance(vector[0], Sequence | np.ndarray)
+    )

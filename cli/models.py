@@ -1,0 +1,104 @@
+"""``nrtrec models``: train, list, load and unload encoder pairs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+models_app = typer.Typer(help="Encoder pairs (item and user towers): train, list, load, unload.")
+
+
+def _settings():
+    from nrtrec.core.settings import Settings
+
+    return Settings()
+
+
+def _repository(path: Path | None):
+    from nrtrec.inference.client import model_repository
+    from nrtrec.inference.repository import ModelRepository
+
+    return ModelRepository(path or model_repository(_settings()))
+
+
+@models_app.command("train")
+def train(
+    seed: Annotated[int, typer.Option(help="the run's only source of randomness")] = 0,
+    epochs: Annotated[int, typer.Option(min=1)] = 6,
+    version: Annotated[int | None, typer.Option(help="default: one past the newest")] = None,
+    repository: Annotated[Path | None, typer.Option(help="default: the Triton repository")] = None,
+    eval_out: Annotated[
+        Path | None, typer.Option(help="write the offline evaluation here (JSON)")
+    ] = None,
+    register: Annotated[bool, typer.Option(help="export into the repository")] = True,
+) -> None:
+    """Train both towers on MovieLens-100k, evaluate on later events, register a version."""
+    from rich.progress import Progress
+
+    from nrtrec.inference.training.pipeline import train_pair
+    from nrtrec.inference.training.train import TrainConfig
+
+    settings = _settings()
+    config = TrainConfig(
+        seed=seed,
+        epochs=epochs,
+        dim=settings.inference.dim,
+        max_history=settings.inference.max_history,
+    )
+    with Progress(transient=True) as bar:
+        task = bar.add_task("training", total=None)
+
+        def progress(epoch: int, step: int, steps: int) -> None:
+            bar.update(
+                task,
+                total=steps * epochs,
+                completed=epoch * steps + step + 1,
+                description=f"epoch {epoch + 1}/{epochs}",
+            )
+
+        result = train_pair(
+            config,
+            settings.inference.max_tokens,
+            repository=_repository(repository) if register else None,
+            version=version,
+            eval_out=eval_out,
+            progress=progress,
+        )
+    table = {name: m for name, m in result.evaluation.items()}
+    typer.echo(json.dumps({"model_version": result.version, "evaluation": table}, indent=2))
+
+
+@models_app.command("list")
+def list_versions(
+    repository: Annotated[Path | None, typer.Option(help="default: the Triton repository")] = None,
+) -> None:
+    """Registered versions, with the training run of each."""
+    repo = _repository(repository)
+    rows = [{"model_version": v, "training": repo.training_run(v)} for v in repo.versions()]
+    typer.echo(json.dumps(rows, indent=2))
+
+
+def _lifecycle():
+    from nrtrec.inference.lifecycle import ModelLifecycle
+
+    settings = _settings()
+    return ModelLifecycle(_repository(None), settings.triton.grpc_url)
+
+
+@models_app.command("load")
+def load(version: int) -> None:
+    """Serve ``version`` on Triton next to the versions served now."""
+    lifecycle = _lifecycle()
+    lifecycle.load(version)
+    typer.echo(json.dumps({"served": sorted(lifecycle.served())}))
+
+
+@models_app.command("unload")
+def unload(version: int) -> None:
+    """Stop serving ``version`` on Triton (its files stay)."""
+    lifecycle = _lifecycle()
+    lifecycle.unload(version)
+    typer.echo(json.dumps({"served": sorted(lifecycle.served())}))

@@ -1,0 +1,146 @@
+"""``nrtrec query-node``, ``nrtrec gateway``, ``nrtrec app``: one service in the foreground.
+
+Each reads ``Settings()`` (``NRTREC_*`` variables, or the file a parent process wrote for it),
+and an option given on the command line overrides its setting; an option left out changes
+nothing, so ``NRTREC_TOKEN`` alone protects a node.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel
+
+from nrtrec.cli.errors import fail
+from nrtrec.core import logs
+from nrtrec.core.settings import Settings
+
+
+def _given(group: BaseModel, **options: Any) -> Any:
+    """``group`` with the options that were given (not None) in place of its settings."""
+    return group.model_copy(update={k: v for k, v in options.items() if v is not None})
+
+
+def _token(settings: Settings, token: str | None) -> Settings:
+    return settings if token is None else settings.model_copy(update={"token": token})
+
+
+def query_node(
+    host: Annotated[str | None, typer.Option(help="default 127.0.0.1")] = None,
+    port: Annotated[int | None, typer.Option(help="default 8100")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="default <run_dir>/query-node")] = None,
+    token: Annotated[
+        str | None, typer.Option(help="bearer token for writes; default NRTREC_TOKEN; none: open")
+    ] = None,
+    kafka: Annotated[
+        str | None, typer.Option(help="bootstrap servers: apply item-deltas from this Kafka")
+    ] = None,
+    partitions: Annotated[
+        str | None, typer.Option(help="item-deltas partitions this shard owns (0,1); default all")
+    ] = None,
+    group: Annotated[
+        str | None, typer.Option(help="consumer group; default one per partition set and replica")
+    ] = None,
+) -> None:
+    """Run one query node alone (no Kafka needed); its API is open without a token.
+
+    With --kafka it also applies item-deltas (of --partitions, or the whole topic)."""
+    import uvicorn
+
+    from nrtrec.query_node import create_app
+
+    settings = Settings()
+    logs.configure(settings.log_format)
+    parts = None
+    if partitions is not None:
+        try:
+            parts = sorted({int(p) for p in partitions.split(",") if p.strip()})
+        except ValueError:
+            fail(f"--partitions takes numbers separated by commas, got {partitions!r}")
+    node = _given(
+        settings.query_node,
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        consumer_group=group,
+        partitions=parts,
+        **({"consume_deltas": True, "kafka_bootstrap": kafka} if kafka is not None else {}),
+    )
+    settings = _token(settings.model_copy(update={"query_node": node}), token)
+    uvicorn.run(create_app(settings), host=node.host, port=node.port, access_log=node.access_log)
+
+
+def gateway(
+    shard: Annotated[
+        list[str] | None,
+        typer.Option(help="one shard's replica URLs, comma-separated; repeat once per shard"),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="default 127.0.0.1")] = None,
+    port: Annotated[int | None, typer.Option(help="default 8090")] = None,
+    num_partitions: Annotated[
+        int | None, typer.Option(help="item-deltas' partition count; default kafka.partitions")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(help="bearer token for writes; default NRTREC_TOKEN; none: open")
+    ] = None,
+    upstream_token: Annotated[
+        str | None, typer.Option(help="token sent to the query nodes; default the token")
+    ] = None,
+) -> None:
+    """Run the gateway: the query-node API over shards (`--shard URL[,URL...]` per shard)."""
+    import uvicorn
+
+    from nrtrec.query_node import create_gateway_app
+
+    settings = Settings()
+    logs.configure(settings.log_format)
+    shards = None
+    if shard:
+        shards = [[u.strip() for u in s.split(",") if u.strip()] for s in shard]
+    gw = _given(
+        settings.gateway,
+        host=host,
+        port=port,
+        num_partitions=num_partitions,
+        upstream_token=upstream_token,
+        shards=shards,
+    )
+    settings = _token(settings.model_copy(update={"gateway": gw}), token)
+    try:
+        api = create_gateway_app(settings)
+    except ValueError as e:
+        fail(e)
+    uvicorn.run(api, host=gw.host, port=gw.port, access_log=gw.access_log)
+
+
+def recommender_app(
+    host: Annotated[str | None, typer.Option(help="default 127.0.0.1")] = None,
+    port: Annotated[int | None, typer.Option(help="default 8200")] = None,
+    gateway_url: Annotated[
+        str | None, typer.Option(help="the gateway (or one query node); default the local gateway")
+    ] = None,
+    kafka: Annotated[
+        str | None, typer.Option(help="bootstrap servers for click events; default kafka.*")
+    ] = None,
+) -> None:
+    """Run the recommender app: recommendations, similar items, click tracking, homepage.
+
+    The user-vector store is settings.user_store.backend (NRTREC_USER_STORE__BACKEND)."""
+    import uvicorn
+
+    from nrtrec.recommender_app import create_app
+
+    settings = Settings()
+    logs.configure(settings.log_format)
+    cfg = _given(settings.app, host=host, port=port, kafka_bootstrap=kafka)
+    gw = _given(settings.gateway, client_url=gateway_url)
+    settings = settings.model_copy(update={"app": cfg, "gateway": gw})
+    uvicorn.run(create_app(settings), host=cfg.host, port=cfg.port, access_log=cfg.access_log)
+
+
+def register_service_commands(app: typer.Typer) -> None:
+    app.command("query-node")(query_node)
+    app.command("gateway")(gateway)
+    app.command("app")(recommender_app)

@@ -1,0 +1,108 @@
+"""The steps of ``nrtrec up`` after the services are healthy: encoders, indexes, streaming
+jobs, then the demo data (the MovieLens listings now, its clicks paced by a process of their
+own)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from nrtrec.core.settings import Settings
+from nrtrec.deploy import LocalRunner
+from nrtrec.deploy.services.base import Process
+from nrtrec.deploy.services.flink import FlinkService
+from nrtrec.query_node.client import BlockingQueryClient
+from nrtrec.schemas.query_api import CreateIndexRequest, Metric
+
+log = logging.getLogger(__name__)
+
+Say = Callable[[str], None]
+
+
+def start_pipeline(runner: LocalRunner, on_progress: Say) -> None:
+    """Encoders, indexes and streaming jobs, then the demo data: listings now, clicks paced."""
+    from rich.progress import Progress
+
+    from nrtrec.streaming.replay import replay_listings
+
+    settings = runner.settings
+    versions = ensure_models(settings, on_progress)
+    ensure_indexes(settings, versions)
+    ensure_jobs(settings, FlinkService(settings), on_progress)
+    with Progress() as bar:
+        task = bar.add_task("replaying MovieLens listings", total=None)
+        replay_listings(settings, lambda d, t: bar.update(task, completed=d, total=t))
+    rate = settings.streaming.replay_rate
+    on_progress(f"replaying MovieLens clicks at {rate:g}/s (log: {settings.run_dir}/logs)")
+    argv = [str(Path(sys.executable).with_name("nrtrec")), "replay", "--stay"]
+    runner.supervisor.start("replay", Process("replay", argv, settings=settings))
+
+
+def ensure_models(settings: Settings, on_progress: Say = lambda m: None) -> list[int]:
+    """Train a first encoder pair when none is registered; serve every registered version."""
+    from nrtrec.inference.client import model_repository
+    from nrtrec.inference.lifecycle import ModelLifecycle
+    from nrtrec.inference.repository import ModelRepository
+
+    repository = ModelRepository(model_repository(settings))
+    if not repository.versions():
+        from nrtrec.inference.training.pipeline import train_pair
+        from nrtrec.inference.training.train import TrainConfig
+
+        on_progress("training the first encoder pair on MovieLens-100k (about a minute)")
+        config = TrainConfig(dim=settings.inference.dim, max_history=settings.inference.max_history)
+        train_pair(config, settings.inference.max_tokens, repository=repository)
+    lifecycle = ModelLifecycle(repository, settings.triton.grpc_url)
+    try:
+        for version in repository.versions():
+            if version not in lifecycle.served():
+                on_progress(f"loading encoder version {version} on Triton")
+                lifecycle.load(version)
+        return sorted(lifecycle.served())
+    finally:
+        lifecycle.close()
+
+
+def ensure_indexes(settings: Settings, versions: list[int]) -> None:
+    """An index per served version on every shard, through the query API (``gateway.url``).
+
+    Always asked for, never skipped because a listing shows it: the gateway's listing is the
+    union of the shards, and a ``PUT`` of an existing spec changes nothing (200).
+    """
+    name = settings.query_node.index_name
+    with BlockingQueryClient.of(settings, timeout_s=30.0) as client:
+        for version in versions:
+            spec = CreateIndexRequest(
+                dim=settings.inference.dim, metric=Metric.COSINE, model_version=version
+            )
+            client.create_index(name, spec)
+
+
+def ensure_jobs(
+    settings: Settings, flink: FlinkService, on_progress: Say = lambda m: None
+) -> dict[str, str]:
+    """Submit each streaming job that is not running, from its newest checkpoint if any."""
+    from nrtrec.streaming.bulk import default_out_dir
+    from nrtrec.streaming.errors import NoCheckpoint
+    from nrtrec.streaming.submit import ITEM_DELTAS, JOBS, latest_checkpoint, running_jobs, submit
+
+    running = running_jobs(flink)
+    ids = {}
+    for job in JOBS:
+        if job.name in running:
+            ids[job.name] = running[job.name]
+            continue
+        try:
+            restore = latest_checkpoint(settings, job)
+        except NoCheckpoint:
+            restore = None
+        extra = []
+        bulk = default_out_dir(settings) / "bulk.json"
+        if job is ITEM_DELTAS and restore is None and bulk.is_file():
+            # DELTA after BULK: continue from the listings offsets the bulk run recorded.
+            extra = ["--listings-offsets", str(bulk.resolve())]
+        on_progress(f"submitting {job.name}" + (f" from {restore}" if restore else ""))
+        ids[job.name] = submit(flink, settings, job, restore_from=restore, extra_args=extra)
+    return ids

@@ -1,0 +1,75 @@
+"""The abstract user-vector store every backend implements."""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+
+from nrtrec.core.settings import Settings
+from nrtrec.schemas import UserVector, UserVectors
+
+
+class UserVectorStore(ABC):
+    """User vectors by user id, the last few model versions each, plus item popularity.
+
+    Writes are idempotent so that a streaming job replaying from a checkpoint cannot make a
+    user's record go back in time: a vector older (``source_ts``) than the stored one of the
+    same version is ignored. Every call is bounded by ``settings.user_store.timeout_s``; a
+    backend that does not answer raises :class:`StoreUnavailable`.
+    """
+
+    @abstractmethod
+    def put(self, vector: UserVector, *, recent_items: Sequence[str] | None = None) -> bool:
+        """Merge ``vector`` into its user's record, keeping the newest ``keep_versions``.
+
+        ``recent_items`` (newest first) replaces the stored list when given. Returns False
+        when the write was stale and changed nothing.
+        """
+
+    @abstractmethod
+    def get(self, user_id: str) -> UserVectors | None:
+        """The user's record, newest version first, or None for an unknown user."""
+
+    @abstractmethod
+    def delete(self, user_id: str) -> None:
+        """Forget the user (no error when unknown)."""
+
+    @abstractmethod
+    def add_views(self, counts: Mapping[str, int]) -> None:
+        """Add item view counts, which :meth:`popular` ranks."""
+
+    @abstractmethod
+    def popular(self, k: int) -> list[tuple[str, float]]:
+        """The ``k`` most viewed items, most viewed first, as (item_id, count)."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless the backend answers."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections; the store is unusable afterwards."""
+
+    def __enter__(self) -> UserVectorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+BACKENDS: dict[str, str] = {
+    "redis": "nrtrec.user_store.redis:RedisUserVectorStore",
+    "couchbase": "nrtrec.user_store.couchbase:CouchbaseUserVectorStore",
+}
+"""Backend name -> ``module:class``: the interface names its backends, never imports them."""
+
+
+def open_store(settings: Settings) -> UserVectorStore:
+    """The backend that ``settings.user_store.backend`` names, connected."""
+    backend = settings.user_store.backend
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown user store backend {backend!r} ({' or '.join(BACKENDS)})")
+    module, _, name = BACKENDS[backend].partition(":")
+    store_class: type[UserVectorStore] = getattr(importlib.import_module(module), name)
+    return store_class(settings)

@@ -1,0 +1,69 @@
+"""What every backend shares: key names, the merge rule of a put, and the retry of a lost race.
+
+The merge rule lives here, once, so that Redis and Couchbase cannot disagree on what a write
+does; a backend only supplies the atomic read-merge-write around it (WATCH/MULTI, CAS).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_random_exponential
+
+from nrtrec.core.settings import UserStoreSettings
+from nrtrec.schemas import UserVector, UserVectors
+
+
+def user_key(prefix: str, user_id: str) -> str:
+    """The key of one user's record."""
+    return f"{prefix}user:{user_id}"
+
+
+def popular_key(prefix: str) -> str:
+    """The key of the item view counts that ``popular`` ranks."""
+    return f"{prefix}popular"
+
+
+def merge(
+    stored: UserVectors | None,
+    vector: UserVector,
+    recent_items: Sequence[str] | None,
+    cfg: UserStoreSettings,
+) -> UserVectors | None:
+    """The user's record once ``vector`` is written, or None when the write changes nothing.
+
+    A write changes nothing (and its ``recent_items`` are ignored too) when it is stale:
+
+    - the stored entry of the same ``model_version`` has a newer ``source_ts`` (a replay from an
+      older checkpoint must not take the user back in time);
+    - its ``model_version`` is older than every kept version while ``keep_versions`` are already
+      kept, so trimming would drop it at once (a late write from a retired encoder).
+
+    An equal ``source_ts`` is not stale: the write is applied again, so replaying the same write
+    gives the same record, returns True both times, and refreshes the expiry.
+    """
+    recent = None if recent_items is None else list(recent_items)[: cfg.recent_items]
+    if stored is None:
+        return UserVectors(user_id=vector.user_id, versions=[vector], recent_items=recent or [])
+    current = stored.newest(vector.model_version)
+    if current is not None and current.source_ts > vector.source_ts:
+        return None
+    merged = stored.with_version(vector, cfg.keep_versions, recent)
+    if merged.newest(vector.model_version) is None:
+        return None
+    return merged
+
+
+def conflict_retrying(conflicts: tuple[type[BaseException], ...], retries: int) -> Retrying:
+    """Retry a read-merge-write that lost a race to another writer, ``retries`` times at most.
+
+    The short random wait spreads writers that collided, so they do not collide again in step.
+    When every try lost, the last conflict is raised (``reraise``) for the backend to map.
+    """
+    return Retrying(
+        retry=retry_if_exception_type(conflicts),
+        stop=stop_after_attempt(retries + 1),
+        wait=wait_random_exponential(multiplier=0.001, max=0.05),
+        reraise=True,
+    )

@@ -1,0 +1,128 @@
+"""The Redis backend: one JSON string per user, one sorted set of item views.
+
+Layout (``p`` is ``settings.user_store.key_prefix``):
+
+- ``{p}user:{user_id}``: the ``UserVectors`` JSON, with expiry ``ttl_s`` set on every write;
+- ``{p}popular``: a sorted set, member item id, score its view count (no expiry).
+
+A put is an optimistic transaction (WATCH the key, read, merge in Python, MULTI/SET/EXEC) rather
+than a Lua script: the merge rule stays the one Python function both backends share, and Lua's
+cjson would round the vectors' floats to 14 digits. A put that loses the race retries.
+
+Redis connects lazily: constructing the store does no I/O, and every call that cannot reach
+Redis raises :class:`StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+import redis
+from pydantic import ValidationError
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from nrtrec.core.settings import Settings
+from nrtrec.schemas import UserVector, UserVectors
+from nrtrec.user_store.base import UserVectorStore
+from nrtrec.user_store.common import conflict_retrying, merge, popular_key, user_key
+from nrtrec.user_store.errors import StoreError, StoreUnavailable
+
+
+class RedisUserVectorStore(UserVectorStore):
+    """User vectors in Redis (``settings.redis``), bounded by ``settings.user_store`` timeouts."""
+
+    def __init__(self, settings: Settings):
+        self._cfg = settings.user_store
+        self._url = settings.redis.url
+        self._pool = redis.ConnectionPool.from_url(
+            self._url,
+            socket_timeout=self._cfg.timeout_s,
+            socket_connect_timeout=self._cfg.connect_timeout_s,
+            # A pooled socket that died with a Redis restart is retried once on a new
+            # connection; a timeout is not retried, so a slow Redis costs one timeout_s.
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError],
+        )
+        self._client = redis.Redis(connection_pool=self._pool)
+        self._popular = popular_key(self._cfg.key_prefix)
+
+    def put(self, vector: UserVector, *, recent_items: Sequence[str] | None = None) -> bool:
+        key = user_key(self._cfg.key_prefix, vector.user_id)
+        with self._errors(f"put user {vector.user_id!r}"):
+            for attempt in conflict_retrying((WatchError,), self._cfg.write_retries):
+                with attempt, self._client.pipeline() as pipe:
+                    # WATCH makes EXEC fail if anyone writes the key after this read.
+                    pipe.watch(key)
+                    stored = self._decode(pipe.get(key), vector.user_id)
+                    merged = merge(stored, vector, recent_items, self._cfg)
+                    if merged is None:
+                        return False
+                    pipe.multi()
+                    pipe.set(key, merged.model_dump_json(), ex=self._cfg.ttl_s)
+                    pipe.execute()
+        return True
+
+    def get(self, user_id: str) -> UserVectors | None:
+        with self._errors(f"get user {user_id!r}"):
+            raw = self._client.get(user_key(self._cfg.key_prefix, user_id))
+        return self._decode(raw, user_id)
+
+    def delete(self, user_id: str) -> None:
+        with self._errors(f"delete user {user_id!r}"):
+            self._client.delete(user_key(self._cfg.key_prefix, user_id))
+
+    def add_views(self, counts: Mapping[str, int]) -> None:
+        increments = {item: n for item, n in counts.items() if n}
+        if not increments:
+            return
+        with self._errors("add views"), self._client.pipeline(transaction=True) as pipe:
+            # One MULTI/EXEC: every count of the batch lands, or none does.
+            for item, n in increments.items():
+                pipe.zincrby(self._popular, n, item)
+            pipe.execute()
+
+    def popular(self, k: int) -> list[tuple[str, float]]:
+        if k <= 0:  # ZREVRANGE 0 -1 would mean "everything"
+            return []
+        with self._errors("read popular items"):
+            ranked = self._client.zrevrange(self._popular, 0, k - 1, withscores=True)
+        return [(item.decode(), float(score)) for item, score in ranked]
+
+    def ping(self) -> None:
+        with self._errors("ping"):
+            self._client.ping()
+
+    def close(self) -> None:
+        self._client.close()
+        # The client does not own a pool it was given; its sockets are closed here.
+        self._pool.disconnect()
+
+    def _decode(self, raw: bytes | None, user_id: str) -> UserVectors | None:
+        if raw is None:
+            return None
+        try:
+            return UserVectors.model_validate_json(raw)
+        except ValidationError as exc:
+            raise StoreError(
+                f"redis at {self._url} holds an invalid record for user {user_id!r}: {exc}"
+            ) from exc
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """Re-raise redis-py's exceptions as the store's own, naming the call and the server."""
+        try:
+            yield
+        except WatchError as exc:
+            raise StoreError(
+                f"redis {what}: gave up after {self._cfg.write_retries + 1} tries, each lost"
+                " to another writer of the same key (raise user_store.write_retries?)"
+            ) from exc
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise StoreUnavailable(f"redis {what}: {self._url} did not answer: {exc}") from exc
+        except RedisError as exc:
+            raise StoreError(f"redis {what} failed at {self._url}: {exc}") from exc
