@@ -10,6 +10,7 @@ offset}) its caller says the index reflects, so a delta consumer can resume from
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -80,6 +81,7 @@ class SnapshotStore:
                     np.save(work / VECTORS, state.vectors)
                     _write_json(work / ITEMS, {"ids": state.ids, "attributes": state.attributes})
                 snapshot_id = self._new_id(home)
+                digests = {name: _sha256(work / name) for name in (GRAPH, VECTORS, ITEMS)}
                 meta = SnapshotManifest(
                     format=SNAPSHOT_FORMAT,
                     snapshot_id=snapshot_id,
@@ -89,6 +91,7 @@ class SnapshotStore:
                     count=count,
                     revision=revision,
                     offsets=offsets,
+                    files=digests,
                 )
                 (work / MANIFEST).write_text(meta.model_dump_json(), encoding="utf-8")
                 for path in work.iterdir():
@@ -171,6 +174,9 @@ class SnapshotStore:
     def load_path(self, path: Path) -> tuple[VectorIndex, Snapshot]:
         """One snapshot folder, wherever it was written (a bulk backfill's, say)."""
         meta = _read_manifest(path)
+        for name, digest in meta.files.items():
+            if _sha256(path / name) != digest:
+                raise SnapshotError(f"{path / name} does not match its sha256 in {MANIFEST}")
         spec = IndexSpec.from_record(meta.spec)
         graph = hnswlib.Index(space=spec.metric.value, dim=spec.dim)
         graph.load_index(str(path / GRAPH), max_elements=meta.capacity)
@@ -243,6 +249,14 @@ def _write_json(path: Path, value: Any) -> None:
 def _read_json(path: Path) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _fsync(path: Path) -> None:

@@ -104,9 +104,12 @@ def make_settings(run_dir: Path, tag: str) -> Settings:
                 listings=f"listings-{tag}",
                 item_deltas=f"item-deltas-{tag}",
                 dead_letters=f"dead-{tag}",
+                index_declarations=f"declarations-{tag}",
             ),
             "gateway": base.gateway.model_copy(update={"port": free_port()}),
-            "local": base.local.model_copy(update={"query_node_shards": 2}),
+            "local": base.local.model_copy(
+                update={"query_node_shards": 2, "query_node_replicas": 1}
+            ),
             "user_store": base.user_store.model_copy(update={"key_prefix": f"bench-{tag}:"}),
             "streaming": base.streaming.model_copy(update={"consumer_group": f"bench-{tag}"}),
         }

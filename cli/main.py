@@ -12,7 +12,7 @@ import typer
 from nrtrec.cli.errors import fail
 from nrtrec.cli.models import models_app
 from nrtrec.cli.services import register_service_commands
-from nrtrec.cli.streaming import bulk_command, replay_command
+from nrtrec.cli.streaming import bulk_command, jobs_app, replay_command
 from nrtrec.core.settings import Settings
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app = typer.Typer(
 schemas_app = typer.Typer(help="JSON Schema files generated from the topic records.")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(models_app, name="models")
+app.add_typer(jobs_app, name="jobs")
 app.command("bulk")(bulk_command)
 app.command("replay")(replay_command)
 register_service_commands(app)
@@ -49,11 +50,11 @@ def up() -> None:
         started = runner.up(on_progress=say)
     except DeployError as e:
         fail(e)
-    if started:
-        try:
-            start_pipeline(runner, say)
-        except Exception as e:
-            fail(e)
+    try:
+        # Each step finds what is there already and does only what is missing.
+        start_pipeline(runner, say if started else lambda m: None)
+    except Exception as e:
+        fail(e)
     typer.echo("nrtrec: up" if started else "nrtrec: already up, nothing to do")
     typer.echo(f"nrtrec: bearer token for writes in {runner.settings.run_dir / 'token'}")
     _print_status(runner.status(), as_json=False)

@@ -111,7 +111,38 @@ def replay_command(
             rate or settings.streaming.replay_rate,
             clicks,
             lambda d, t: bar.update(task, completed=d, total=t),
+            # Under supervision a restart goes on where the killed one stopped.
+            settings.run_dir / "replay.position" if stay else None,
         )
     typer.echo("replay: done")
     while stay:  # `nrtrec up` counts a live stack by its processes; `down` stops this one
         time.sleep(3600)
+
+
+jobs_app = typer.Typer(help="The streaming jobs on the Flink cluster.")
+
+
+@jobs_app.command("keep")
+def jobs_keep() -> None:
+    """Keep both streaming jobs running: submit one that is gone from its newest checkpoint
+    (`nrtrec up` runs this under supervision)."""
+    from nrtrec.core import logs
+    from nrtrec.core.settings import Settings
+    from nrtrec.deploy.services.flink import FlinkService
+    from nrtrec.streaming.submit import keep_jobs
+
+    settings = Settings()
+    logs.configure(settings.log_format)
+    keep_jobs(settings, FlinkService(settings))
+
+
+@jobs_app.command("ensure")
+def jobs_ensure() -> None:
+    """Submit each streaming job that is not running or restarting, once."""
+    from nrtrec.core.settings import Settings
+    from nrtrec.deploy.services.flink import FlinkService
+    from nrtrec.streaming.submit import ensure_jobs
+
+    settings = Settings()
+    for name, job_id in ensure_jobs(settings, FlinkService(settings), typer.echo).items():
+        typer.echo(f"{name}: {job_id}")

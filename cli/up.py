@@ -5,16 +5,16 @@ own)."""
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from nrtrec.core.settings import Settings
 from nrtrec.deploy import LocalRunner
 from nrtrec.deploy.services.base import Process
 from nrtrec.deploy.services.flink import FlinkService
+from nrtrec.deploy.services.query_nodes import nrtrec_command
 from nrtrec.query_node.client import BlockingQueryClient
 from nrtrec.schemas.query_api import CreateIndexRequest, Metric
+from nrtrec.streaming.submit import ensure_jobs
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +31,17 @@ def start_pipeline(runner: LocalRunner, on_progress: Say) -> None:
     versions = ensure_models(settings, on_progress)
     ensure_indexes(settings, versions)
     ensure_jobs(settings, FlinkService(settings), on_progress)
-    with Progress() as bar:
-        task = bar.add_task("replaying MovieLens listings", total=None)
-        replay_listings(settings, lambda d, t: bar.update(task, completed=d, total=t))
+    # From now on the keeper resubmits a job that is gone (its JobManager restarted, say).
+    runner.run(Process("jobs-keeper", nrtrec_command("jobs", "keep"), settings=settings))
+    replayed = settings.run_dir / "listings.replayed"
+    if not replayed.exists():  # once per run dir: the catalogue is on a compacted topic
+        with Progress() as bar:
+            task = bar.add_task("replaying MovieLens listings", total=None)
+            replay_listings(settings, lambda d, t: bar.update(task, completed=d, total=t))
+        replayed.touch()
     rate = settings.streaming.replay_rate
     on_progress(f"replaying MovieLens clicks at {rate:g}/s (log: {settings.run_dir}/logs)")
-    argv = [str(Path(sys.executable).with_name("nrtrec")), "replay", "--stay"]
-    runner.supervisor.start("replay", Process("replay", argv, settings=settings))
+    runner.run(Process("replay", nrtrec_command("replay", "--stay"), settings=settings))
 
 
 def ensure_models(settings: Settings, on_progress: Say = lambda m: None) -> list[int]:
@@ -78,31 +82,3 @@ def ensure_indexes(settings: Settings, versions: list[int]) -> None:
                 dim=settings.inference.dim, metric=Metric.COSINE, model_version=version
             )
             client.create_index(name, spec)
-
-
-def ensure_jobs(
-    settings: Settings, flink: FlinkService, on_progress: Say = lambda m: None
-) -> dict[str, str]:
-    """Submit each streaming job that is not running, from its newest checkpoint if any."""
-    from nrtrec.streaming.bulk import default_out_dir
-    from nrtrec.streaming.errors import NoCheckpoint
-    from nrtrec.streaming.submit import ITEM_DELTAS, JOBS, latest_checkpoint, running_jobs, submit
-
-    running = running_jobs(flink)
-    ids = {}
-    for job in JOBS:
-        if job.name in running:
-            ids[job.name] = running[job.name]
-            continue
-        try:
-            restore = latest_checkpoint(settings, job)
-        except NoCheckpoint:
-            restore = None
-        extra = []
-        bulk = default_out_dir(settings) / "bulk.json"
-        if job is ITEM_DELTAS and restore is None and bulk.is_file():
-            # DELTA after BULK: continue from the listings offsets the bulk run recorded.
-            extra = ["--listings-offsets", str(bulk.resolve())]
-        on_progress(f"submitting {job.name}" + (f" from {restore}" if restore else ""))
-        ids[job.name] = submit(flink, settings, job, restore_from=restore, extra_args=extra)
-    return ids

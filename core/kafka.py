@@ -9,11 +9,14 @@ lands on the partition its query-node shard reads whichever producer wrote it.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka.admin import NewTopic
 
-from nrtrec.schemas import DeadLetter, encode, payload_text
+from nrtrec.core.settings import TopicSettings
+from nrtrec.schemas import DeadLetter, Topic, encode, payload_text
 from nrtrec.schemas.partitioning import PRODUCER_CONFIG
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,50 @@ def producer_config(bootstrap_servers: str, client_id: str, **overrides: Any) ->
         "linger.ms": 5,
         **overrides,
     }
+
+
+def partition_count(client: Producer | Any, topic: str, timeout_s: float = 10.0) -> int:
+    """How many partitions ``topic`` has, from the cluster's metadata (a producer or consumer
+    asks; a topic created a moment ago is waited for); ``ValueError`` when it is not there."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        metadata = client.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if metadata is not None and metadata.error is None and metadata.partitions:
+            return len(metadata.partitions)
+        if time.monotonic() > deadline:
+            reason = "absent" if metadata is None else (metadata.error or "no partitions")
+            raise ValueError(f"topic {topic!r} is not there ({reason})")
+        time.sleep(0.2)
+
+
+# How long each topic keeps what it holds. Compacted topics keep the newest record of every key
+# forever: ``item-deltas`` (every item's newest vector per version, so a replica started from
+# nothing replays everything it needs), ``listings`` (every item's newest listing, which a bulk
+# run reads from the beginning) and ``index-declarations``. Events keep a week.
+WEEK_MS = str(7 * 24 * 3600 * 1000)
+TOPIC_CONFIGS: dict[Topic, dict[str, str]] = {
+    Topic.CLICKS: {"cleanup.policy": "delete", "retention.ms": WEEK_MS},
+    Topic.LISTINGS: {"cleanup.policy": "compact"},
+    Topic.ITEM_DELTAS: {"cleanup.policy": "compact"},
+    Topic.DEAD_LETTERS: {"cleanup.policy": "delete", "retention.ms": WEEK_MS},
+    # One partition: one order of declarations for every node.
+    Topic.INDEX_DECLARATIONS: {"cleanup.policy": "compact"},
+}
+SINGLE_PARTITION = {Topic.INDEX_DECLARATIONS}
+
+
+def contract_topics(topics: TopicSettings, partitions: int, replication: int = 1) -> list[NewTopic]:
+    """The contract's topics as ``settings.topics`` names them, with their partitions and
+    retention (``TOPIC_CONFIGS``)."""
+    return [
+        NewTopic(
+            name,
+            num_partitions=1 if topic in SINGLE_PARTITION else partitions,
+            replication_factor=replication,
+            config=TOPIC_CONFIGS[topic],
+        )
+        for topic, name in topics.all().items()
+    ]
 
 
 class DeadLetterFailed(Exception):

@@ -54,6 +54,7 @@ class TopicSettings(BaseModel):
     listings: str = Topic.LISTINGS.value
     item_deltas: str = Topic.ITEM_DELTAS.value
     dead_letters: str = Topic.DEAD_LETTERS.value
+    index_declarations: str = Topic.INDEX_DECLARATIONS.value
 
     def of(self, topic: Topic) -> str:
         return getattr(self, topic.name.lower())
@@ -163,8 +164,12 @@ class QueryNodeSettings(BaseModel):
     resume_without_snapshot: Literal["earliest", "committed"] = "earliest"
     delta_batch: int = Field(default=500, ge=1, le=100_000, description="records per poll")
     delta_poll_s: float = Field(default=0.05, gt=0, le=1.0, description="longest wait per poll")
+    # Periodic snapshots (of indexes that changed): a restart replays only what came after.
     snapshot_interval_s: float | None = Field(
-        default=None, gt=0, description="periodic snapshots; None: at shutdown and on request"
+        default=30.0, gt=0, description="None: at shutdown and on request only"
+    )
+    snapshot_every_deltas: int | None = Field(
+        default=50_000, ge=1, description="also after this many applied deltas"
     )
 
 
@@ -251,6 +256,9 @@ class StreamingSettings(BaseModel):
     flush_size: int = Field(default=64, ge=1, description="encoder batch: flush at this size")
     flush_ms: int = Field(default=20, ge=1, description="encoder batch: flush after this wait")
     bundle_time_ms: int = Field(default=10, ge=1, description="python.fn-execution.bundle.time")
+    keeper_interval_s: float = Field(
+        default=5.0, gt=0, description="how often `nrtrec jobs keep` checks the jobs"
+    )
     replay_rate: float = Field(default=200.0, gt=0, description="demo clicks per second")
     item_cache_ttl_s: float = Field(default=30.0, ge=0, description="item vectors kept this long")
     # The bulk backfill (`nrtrec bulk`): None means <run_dir>/bulk.
@@ -303,8 +311,10 @@ class AppSettings(BaseModel):
 class LocalRunnerSettings(BaseModel):
     """What `nrtrec up` runs beyond the infrastructure."""
 
-    # Each shard is one query node owning its share of item-deltas' partitions.
+    # Each shard owns its share of item-deltas' partitions; each replica of a shard is one more
+    # query node reading them (its own consumer group), which the gateway balances over.
     query_node_shards: int = Field(default=2, ge=1)
+    query_node_replicas: int = Field(default=2, ge=1)
 
 
 class Settings(BaseSettings):
@@ -365,10 +375,12 @@ class Settings(BaseSettings):
         return self.local_shard_urls()
 
     def local_shard_urls(self) -> list[list[str]]:
-        """The local runner's query nodes: shard ``s`` listens on ``query_node.port + s``."""
-        qn = self.query_node
+        """The local runner's query nodes, per shard its replicas: node ``n`` (shard
+        ``n // replicas``, replica ``n % replicas``) listens on ``query_node.port + n``."""
+        qn, replicas = self.query_node, self.local.query_node_replicas
         return [
-            [f"http://{qn.host}:{qn.port + shard}"] for shard in range(self.local.query_node_shards)
+            [f"http://{qn.host}:{qn.port + shard * replicas + r}" for r in range(replicas)]
+            for shard in range(self.local.query_node_shards)
         ]
 
     def shard_map(self) -> ShardMap:

@@ -1,4 +1,10 @@
-"""The local runner behind `nrtrec up | down | status`: every service on 127.0.0.1, no Docker."""
+"""The local runner behind ``nrtrec up | down | status``: every service on 127.0.0.1, no Docker,
+each process supervised (``deploy.supervisor``): restarted by supervisord when it dies.
+
+``up`` starts what is not running, in order, each service once the one before is healthy, and
+leaves alone what runs: a second ``up`` of a whole stack changes nothing, and an ``up`` after a
+service gave up (too many failed starts) starts just that one.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +18,13 @@ from pathlib import Path
 from nrtrec.core.settings import Settings
 from nrtrec.deploy.errors import PortInUse, ServiceFailed
 from nrtrec.deploy.services import default_services
-from nrtrec.deploy.services.base import Service, port_free
-from nrtrec.deploy.supervisor import Supervisor, log_tail, wait_until
+from nrtrec.deploy.services.base import Process, Service, port_free
+from nrtrec.deploy.supervisor import Program, Supervisor, log_tail, wait_until
 
 log = logging.getLogger(__name__)
+
+# Exits of one process while its service starts after which `up` stops waiting for it.
+START_FAILURES = 3
 
 
 @dataclass(frozen=True)
@@ -24,6 +33,8 @@ class ServiceStatus:
     url: str
     pid: int | None
     healthy: bool
+    # How often supervisord restarted the service's processes since it started.
+    restarts: int = 0
 
 
 def run_token(run_dir: Path) -> str:
@@ -47,45 +58,66 @@ class LocalRunner:
         self.supervisor = Supervisor(settings.run_dir)
 
     def up(self, on_progress: Callable[[str], None] = log.info) -> bool:
-        """Start everything; False (and nothing done) when the same stack already runs."""
-        if self._all_running():
-            on_progress("already running")
-            return False
-        # Leftovers of a crashed run would hold ports and confuse the state file.
-        self.supervisor.stop_all()
-        self._check_ports()
-        for service in self.services:
-            on_progress(f"installing {service.name}")
-            service.install()
+        """Start every service that is not running; False when all of them were."""
+        programs = [Program(p) for s in self.services for p in s.processes()]
+        if not self.supervisor.running():
+            # Leftovers of a run whose supervisord died would hold ports.
+            self.supervisor.stop_orphans()
+            self._check_ports()
+            for service in self.services:
+                on_progress(f"installing {service.name}")
+                service.install()
+            self.supervisor.launch(programs)
+        else:
+            self.supervisor.add(programs)
+        started = False
         try:
             for service in self.services:
+                if self._running(service):
+                    continue
                 on_progress(f"starting {service.name}")
                 self._start(service)
+                started = True
         except BaseException:
-            self.supervisor.stop_all()
+            if started:
+                log.error("a service failed to start; `nrtrec down` stops the others")
             raise
-        return True
+        return started
+
+    def run(self, process: Process, *, autorestart: bool = True) -> None:
+        """Start one more supervised process (the demo's click replay, say), unless it runs."""
+        self.supervisor.add([Program(process, autorestart)])
+        self.supervisor.start(process.name)
 
     def down(self) -> int:
-        """Stop every process of the run; returns how many were recorded."""
-        return len(self.supervisor.stop_all())
+        """Stop every process of the run; returns how many were running."""
+        alive = sum(1 for p in self.supervisor.info().values() if p.alive)
+        self.supervisor.shutdown()
+        return alive
 
     def status(self) -> list[ServiceStatus]:
-        pids = {}
-        for r in self.supervisor.load():
-            if r.alive():
-                pids.setdefault(r.service, r.pid)
-        return [
-            ServiceStatus(s.name, s.url(), pids.get(s.name), s.name in pids and s.healthy())
-            for s in self.services
-        ]
+        infos = self.supervisor.info()
+        restarts = self.supervisor.restarts()
+        statuses = []
+        for s in self.services:
+            names = [p.name for p in s.processes()]
+            alive = all(n in infos and infos[n].alive for n in names)
+            pid = infos[names[0]].pid if alive else None
+            statuses.append(
+                ServiceStatus(
+                    s.name,
+                    s.url(),
+                    pid,
+                    alive and s.healthy(),
+                    sum(restarts.get(n, 0) for n in names),
+                )
+            )
+        return statuses
 
-    def _all_running(self) -> bool:
-        running = self.supervisor.load()
-        if not running or not all(r.alive() for r in running):
-            return False
-        started = {r.service for r in running}
-        return all(s.name in started and s.healthy() for s in self.services)
+    def _running(self, service: Service) -> bool:
+        infos = self.supervisor.info()
+        names = [p.name for p in service.processes()]
+        return all(n in infos and infos[n].alive for n in names) and service.healthy()
 
     def _check_ports(self) -> None:
         for service in self.services:
@@ -96,18 +128,25 @@ class LocalRunner:
     def _start(self, service: Service) -> None:
         service.data_dir.mkdir(parents=True, exist_ok=True)
         service.prepare()
-        started = [self.supervisor.start(service.name, p) for p in service.processes()]
+        names = [p.name for p in service.processes()]
+        before = self.supervisor.restarts()
+        for name in names:
+            self.supervisor.start(name)
 
         def ready() -> bool:
-            dead = [r for r in started if not r.alive()]
-            if dead:
-                raise ServiceFailed(service.name, f"{dead[0].name} exited", log_tail(dead[0].log))
-            return service.healthy()
+            infos = self.supervisor.info()
+            restarts = self.supervisor.restarts()
+            # supervisord would go on restarting it; a start that fails this often will not do.
+            failing = [n for n in names if restarts.get(n, 0) - before.get(n, 0) >= START_FAILURES]
+            if failing or any(infos[n].state == "FATAL" for n in names):
+                name = (failing or names)[0]
+                raise ServiceFailed(service.name, f"{name} kept exiting", log_tail(infos[name].log))
+            return all(infos[n].alive for n in names) and service.healthy()
 
         if not wait_until(ready, self.settings.startup_timeout_s):
             raise ServiceFailed(
                 service.name,
                 f"not healthy after {self.settings.startup_timeout_s:.0f}s",
-                log_tail(started[0].log),
+                log_tail(self.supervisor.info()[names[0]].log),
             )
         service.after_start()

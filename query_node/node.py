@@ -20,6 +20,7 @@ from nrtrec.query_node.errors import IndexExists
 from nrtrec.query_node.registry import IndexKey, IndexRegistry
 from nrtrec.schemas.filters import Filter
 from nrtrec.schemas.query_api import Metric
+from nrtrec.schemas.snapshot import offset_key
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ class QueryNode:
         self.offsets: dict[str, int] = {}
         # Revision of each index at its last snapshot, to skip saving unchanged ones.
         self._saved: dict[IndexKey, int] = {}
+        # Per index, the offsets it is known to reflect already (its restored snapshot's): a
+        # replay that starts earlier, for another index's sake, skips what this one holds.
+        self._floors: dict[IndexKey, dict[str, int]] = {}
 
     # ---- indexes --------------------------------------------------------------------------
 
@@ -90,7 +94,22 @@ class QueryNode:
         keys = [index.spec.key for index in removed]
         for key in keys:
             self._saved.pop(key, None)
+            self._floors.pop(key, None)
         return keys
+
+    def floor(self, name: str, model_version: int, topic: str, partition: int) -> int:
+        """The first offset of ``topic:partition`` that index ``name`` v``model_version`` does
+        not hold yet, as far as the node knows (0: it may lack anything)."""
+        return self._floors.get((name, model_version), {}).get(offset_key(topic, partition), 0)
+
+    def hold_floors(
+        self, offsets: Mapping[str, int], *, except_key: IndexKey | None = None
+    ) -> None:
+        """Every index (but ``except_key``) reflects ``offsets``: a replay from lower ones
+        (a swapped-in index's) leaves them as they are."""
+        for index in self.registry:
+            if index.spec.key != except_key:
+                self._floors[index.spec.key] = {**self._floors.get(index.spec.key, {}), **offsets}
 
     def index(self, name: str, model_version: int | None = None) -> VectorIndex:
         return self.registry.get(name, model_version)
@@ -188,6 +207,7 @@ class QueryNode:
                 continue
             self.registry.add(index)
             self._saved[index.spec.key] = index.revision
+            self._floors[index.spec.key] = dict(snapshot.offsets)
             loaded.append(snapshot)
             log.info("loaded %s v%d: %d items", index.name, index.model_version, index.count)
         if loaded and not self.offsets:

@@ -3,13 +3,21 @@
 from nrtrec.schemas.codec import decode, encode, model_for, payload_text
 from nrtrec.schemas.errors import InvalidRecord, SchemaError, UnknownTopic
 from nrtrec.schemas.events import Action, ClickEvent, ListingEvent, ListingOp
-from nrtrec.schemas.records import DeadLetter, ItemDelta, UserVector, UserVectors
+from nrtrec.schemas.records import (
+    DeadLetter,
+    IndexDeclaration,
+    ItemDelta,
+    UserVector,
+    UserVectors,
+    delta_key,
+)
 from nrtrec.schemas.topics import Topic
 
 __all__ = [
     "Action",
     "ClickEvent",
     "DeadLetter",
+    "IndexDeclaration",
     "InvalidRecord",
     "ItemDelta",
     "ListingEvent",
@@ -20,6 +28,7 @@ __all__ = [
     "UserVector",
     "UserVectors",
     "decode",
+    "delta_key",
     "encode",
     "model_for",
     "payload_text",

@@ -1,20 +1,20 @@
 """The stable item → partition → shard hash that producers, the backfill and the gateway share.
 
-``item-deltas`` is keyed by item id, so the partition of an item is what Kafka's partitioner
-makes of its key: the Java client's default partitioner for keyed records,
-``toPositive(murmur2(utf8(key))) % num_partitions``, reproduced here bit for bit
-(``Utils.murmur2`` and ``Utils.toPositive`` of ``org.apache.kafka.common.utils``).
+The partition of an item is what Kafka's partitioner makes of its id: the Java client's default
+partitioner for keyed records, ``toPositive(murmur2(utf8(id))) % num_partitions``, reproduced here
+bit for bit (``Utils.murmur2`` and ``Utils.toPositive`` of ``org.apache.kafka.common.utils``).
 
 A query-node shard owns a fixed set of partitions (``ShardMap``); a replica is one more reader
 of the same partitions, and the gateway routes an item's writes to the shard that owns its
 partition. Everything that places an item must agree, so:
 
-**Every nrtrec producer of item-deltas must set** ``"partitioner": "murmur2_random"`` **in its
-confluent_kafka (librdkafka) config.** librdkafka's default, ``consistent_random``, hashes keys
-with CRC32 and would put an item on another partition than the one its shard reads.
-``murmur2_random`` is librdkafka's name for the Java client's partitioner: the same hash for a
-keyed record, a random partition for a record without a key (which item-deltas never has).
-``PRODUCER_CONFIG`` holds that setting, to merge into a producer's config.
+- **Every producer of item-deltas gives the partition itself**: ``partition_for(item_id)``
+  (``ItemDelta.partition``). The record's key also names the model version (``ItemDelta.key``,
+  for compaction), so Kafka's own partitioner would hash something else.
+- Producers of other keyed records (``clicks`` by user, ``listings`` by item) set
+  ``"partitioner": "murmur2_random"`` (``PRODUCER_CONFIG``, in ``core.kafka.producer_config``):
+  librdkafka's name for the Java client's partitioner, where its default, ``consistent_random``,
+  hashes keys with CRC32. So a key lands where the Java clients would put it.
 """
 
 from __future__ import annotations

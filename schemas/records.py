@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from nrtrec.schemas.events import ListingOp
+from nrtrec.schemas.partitioning import partition_for
 from nrtrec.schemas.types import Id, ModelVersion, Record, TimestampMs, Vector
 
 
 class ItemDelta(Record):
-    """Topic ``item-deltas``, key ``item_id``: what a query node applies to its index."""
+    """Topic ``item-deltas``: what a query node applies to its index.
+
+    Key ``"<item_id>@v<model_version>"`` (``key()``): the topic is compacted, and compaction
+    keeps the newest record of each key, so one key per item and version keeps every version's
+    newest delta. The partition is ``partition_for(item_id)`` (``partition()``), given by the
+    producer: it is the item that places a delta on its shard, whatever the version.
+    """
 
     op: ListingOp
     item_id: Id
@@ -27,7 +34,35 @@ class ItemDelta(Record):
         return self
 
     def key(self) -> str:
-        return self.item_id
+        return delta_key(self.item_id, self.model_version)
+
+    def partition(self, num_partitions: int) -> int:
+        return partition_for(self.item_id, num_partitions)
+
+
+def delta_key(item_id: str, model_version: int) -> str:
+    """The key of an ``item-deltas`` record: ``"<item_id>@v<model_version>"``."""
+    return f"{item_id}@v{model_version}"
+
+
+class IndexDeclaration(Record):
+    """Topic ``index-declarations``, key ``"<name>:<model_version>"``: an index every query node
+    serves (``live``), or no longer does (``dropped``: its deltas are skipped). The topic is
+    compacted and every node reads it from the beginning, so a node started from nothing knows
+    which indexes to build before it replays ``item-deltas``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+    model_version: ModelVersion
+    state: Literal["live", "dropped"] = "live"
+    dim: int = Field(ge=1, le=4096)
+    metric: Literal["l2", "ip", "cosine"]
+    M: int = Field(ge=2, le=256)
+    ef_construction: int = Field(ge=1)
+    max_elements: int = Field(ge=1)
+    ts: TimestampMs
+
+    def key(self) -> str:
+        return f"{self.name}:{self.model_version}"
 
 
 class DeadLetter(Record):

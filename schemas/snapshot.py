@@ -5,7 +5,7 @@ A snapshot is one folder ``<snapshot_id>/`` holding:
 - ``graph.bin``: the HNSW graph in hnswlib's own ``save_index`` format; a row number is its label;
 - ``vectors.npy``: the stored vectors by row (float32, unit length for cosine), numpy's format;
 - ``items.json``: ``{"ids": [...], "attributes": [...]}`` by row; a row whose id is null is free;
-- ``meta.json``: the ``SnapshotManifest`` below, written last.
+- ``meta.json``: the ``SnapshotManifest`` below, written last, with the sha256 of each file.
 
 A store of snapshots is ``<data_dir>/<index name>/<model_version>/<snapshot_id>/``; ids sort by
 time (``%Y%m%dT%H%M%S%fZ``). ``offsets`` say which ``item-deltas`` records the index reflects
@@ -46,6 +46,8 @@ class SnapshotManifest(Record):
     count: int = Field(ge=0, description="live items")
     revision: int = Field(ge=0, default=0)
     offsets: dict[str, int] = Field(default_factory=dict)
+    # sha256 (hex) of each file beside the manifest: a snapshot is loaded only when they match.
+    files: dict[str, str] = Field(default_factory=dict)
 
 
 class OffsetKey(BaseModel):

@@ -8,3 +8,4 @@ class Topic(StrEnum):
     LISTINGS = "listings"
     ITEM_DELTAS = "item-deltas"
     DEAD_LETTERS = "dead-letters"
+    INDEX_DECLARATIONS = "index-declarations"

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 
+from nrtrec.core.kafka import partition_count
 from nrtrec.inference.client import BadEncoderInput, Encoder
 from nrtrec.schemas import DeadLetter, ItemDelta, ListingEvent, ListingOp, Topic, encode
 from nrtrec.streaming.attributes import listing_attributes
@@ -29,10 +30,19 @@ class ItemDeltaPublisher:
     returns: the job's checkpoint that follows covers them.
     """
 
-    def __init__(self, encoder: Encoder, producer: Producer, topic: str = Topic.ITEM_DELTAS):
+    def __init__(
+        self,
+        encoder: Encoder,
+        producer: Producer,
+        topic: str = Topic.ITEM_DELTAS,
+        listings_topic: str = Topic.LISTINGS,
+    ):
         self.encoder = encoder
         self.producer = producer
         self.topic = str(topic)
+        self.listings_topic = str(listings_topic)
+        # Read from the cluster at the first publish (the broker may not be up at the start).
+        self._partitions: int | None = None
 
     def publish(
         self, listings: Mapping[str, ListingEvent], versions: list[int] | None = None
@@ -69,10 +79,16 @@ class ItemDeltaPublisher:
                     )
                 )
         errors: list[str] = []
+        if self._partitions is None:
+            try:
+                self._partitions = partition_count(self.producer, self.topic)
+            except (KafkaException, ValueError) as e:
+                raise StreamingError(f"{self.topic}: {e}; the job retries the batch") from e
         for delta in deltas:
             self.producer.produce(
                 self.topic,
-                key=delta.item_id.encode(),
+                key=delta.key().encode(),
+                partition=delta.partition(self._partitions),
                 value=encode(delta),
                 on_delivery=lambda err, _msg: errors.append(str(err)) if err else None,
             )
@@ -100,7 +116,7 @@ class ItemDeltaPublisher:
             except BadEncoderInput as e:
                 dead.append(
                     DeadLetter(
-                        source_topic=Topic.LISTINGS.value,
+                        source_topic=self.listings_topic,
                         error=f"item tower rejected the listing: {e}",
                         payload=listing.model_dump_json(exclude_none=True),
                     )

@@ -6,8 +6,9 @@ The cluster is anything that can run a PyFlink script and answer Flink's REST AP
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,6 +16,8 @@ from typing import Any, Protocol
 from nrtrec.core.settings import Settings, write_settings_file
 from nrtrec.streaming.errors import JobSubmitFailed, NoCheckpoint
 from nrtrec.streaming.jobs.common import checkpoint_dir
+
+log = logging.getLogger(__name__)
 
 JOBS_DIR = Path(__file__).resolve().parent / "jobs"
 
@@ -90,5 +93,62 @@ def wait_for_checkpoint(flink: FlinkCluster, job_id: str, after: int = 0, timeou
 
 def running_jobs(flink: FlinkCluster) -> dict[str, str]:
     """Names of the RUNNING jobs on the cluster -> job id."""
-    overview = flink.rest("GET", "/jobs/overview")
-    return {j["name"]: j["jid"] for j in overview.get("jobs", []) if j["state"] == "RUNNING"}
+    return {name: jid for name, (jid, state) in _jobs(flink).items() if state == "RUNNING"}
+
+
+def live_jobs(flink: FlinkCluster) -> dict[str, str]:
+    """Names of the jobs that run or will again (restarting after a failure) -> job id."""
+    return {name: jid for name, (jid, state) in _jobs(flink).items() if state not in ENDED}
+
+
+# A job in one of these states will not run again by itself.
+ENDED = frozenset({"FAILED", "CANCELED", "FINISHED"})
+
+
+def _jobs(flink: FlinkCluster) -> dict[str, tuple[str, str]]:
+    """Each job name's newest job (id, state); an older run of the name may have ended."""
+    jobs = sorted(
+        flink.rest("GET", "/jobs/overview").get("jobs", []), key=lambda j: j["start-time"]
+    )
+    return {j["name"]: (j["jid"], j["state"]) for j in jobs}
+
+
+def ensure_jobs(
+    settings: Settings, flink: FlinkCluster, on_progress: Callable[[str], None] = lambda m: None
+) -> dict[str, str]:
+    """Submit each streaming job that is not live (running or restarting), from its newest
+    checkpoint if any; returns every job's id."""
+    from nrtrec.streaming.bulk import default_out_dir
+
+    live = live_jobs(flink)
+    ids = {}
+    for job in JOBS:
+        if job.name in live:
+            ids[job.name] = live[job.name]
+            continue
+        try:
+            restore = latest_checkpoint(settings, job)
+        except NoCheckpoint:
+            restore = None
+        extra = []
+        bulk = default_out_dir(settings) / "bulk.json"
+        if job is ITEM_DELTAS and restore is None and bulk.is_file():
+            # DELTA after BULK: continue from the listings offsets the bulk run recorded.
+            extra = ["--listings-offsets", str(bulk.resolve())]
+        on_progress(f"submitting {job.name}" + (f" from {restore}" if restore else ""))
+        ids[job.name] = submit(flink, settings, job, restore_from=restore, extra_args=extra)
+    return ids
+
+
+def keep_jobs(
+    settings: Settings, flink: FlinkCluster, stop: Callable[[], bool] = lambda: False
+) -> None:
+    """``ensure_jobs`` every ``streaming.keeper_interval_s`` until ``stop()``: a job whose
+    JobManager restarted (a standalone cluster forgets its jobs) or that failed for good is
+    submitted again from its newest checkpoint. A job that restarts by itself is left alone."""
+    while not stop():
+        try:
+            ensure_jobs(settings, flink, lambda m: log.info("%s", m))
+        except Exception as e:  # the cluster may be restarting: try again next round
+            log.warning("streaming jobs not ensured: %s", e)
+        time.sleep(settings.streaming.keeper_interval_s)

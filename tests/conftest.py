@@ -23,17 +23,27 @@ from nrtrec.core.settings import (
 from tests.stack import Stack
 
 
-def free_port_pair() -> int:
-    """A free port whose successor is free too (query node n listens on port + n)."""
+def free_port_run(n: int) -> int:
+    """A free port whose ``n - 1`` successors are free too (query node i listens on port + i)."""
     for _ in range(50):
         port = free_port()
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError("no two adjacent free ports")
+        if all(_free(port + i) for i in range(1, n)):
+            return port
+    raise RuntimeError(f"no {n} adjacent free ports")
+
+
+def free_port_pair() -> int:
+    """A free port whose successor is free too."""
+    return free_port_run(2)
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 def free_port() -> int:

@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from bench.common import unit
 from bench.query_node.params import BUCKETS, FRESHNESS_LINGER_MS, MODEL_VERSION, Params
-from nrtrec.core.kafka import producer_config
+from nrtrec.core.kafka import partition_count, producer_config
 from nrtrec.schemas import ItemDelta, ListingOp, encode
 
 
@@ -172,6 +172,7 @@ class DeltaSource:
         )
         self.producer = Producer(self.config)
         self.topic = topic
+        self.partitions = partition_count(self.producer, topic)
         self.poller = poller
         self.dim = p.dim
         self.rng = np.random.default_rng(p.seed + 1)
@@ -195,20 +196,22 @@ class DeltaSource:
                 time.sleep(delay)
             item_id = f"{prefix}-{i}"
             vector = vectors[i].tolist()
-            value = encode(
-                ItemDelta(
-                    op=ListingOp.UPSERT,
-                    item_id=item_id,
-                    model_version=MODEL_VERSION,
-                    vector=vector,
-                    attributes={"bucket": buckets[i]},
-                    source_ts=int(time.time() * 1000),
-                )
+            delta = ItemDelta(
+                op=ListingOp.UPSERT,
+                item_id=item_id,
+                model_version=MODEL_VERSION,
+                vector=vector,
+                attributes={"bucket": buckets[i]},
+                source_ts=int(time.time() * 1000),
             )
             body = json.dumps({"vector": vector, "k": 1}).encode()
             produced = time.perf_counter_ns()
             self.producer.produce(
-                self.topic, key=item_id.encode(), value=value, on_delivery=self._delivered
+                self.topic,
+                key=delta.key().encode(),
+                partition=delta.partition(self.partitions),
+                value=encode(delta),
+                on_delivery=self._delivered,
             )
             self.poller.add(Pending(item_id, body, produced))
             self.producer.poll(0)

@@ -19,10 +19,13 @@ SERVICE_TYPES: dict[str, type[Service]] = {
 
 def default_services(settings: Settings) -> list[Service]:
     """Everything `nrtrec up` starts, in start order: infrastructure, then query nodes (one
-    per shard), the gateway in front of them, and the recommender app."""
+    per shard replica), the gateway in front of them, and the recommender app."""
     infrastructure = [cls(settings) for cls in SERVICE_TYPES.values()]
-    shards = range(settings.local.query_node_shards)
-    nodes = [QueryNodeService(settings, shard) for shard in shards]
+    local = settings.local
+    nodes = [
+        QueryNodeService(settings, n)
+        for n in range(local.query_node_shards * local.query_node_replicas)
+    ]
     return [*infrastructure, *nodes, GatewayService(settings), AppService(settings)]
 
 

@@ -196,6 +196,12 @@ class FlinkService(Service):
             "python.fn-execution.bundle.time": 10,
             "python.executable": self.python_executable,
             "python.client.executable": self.python_executable,
+            # A TaskManager that dies is noticed within seconds (two missed heartbeats to a
+            # process that answers nothing), so its jobs restart from their latest checkpoint
+            # on the one supervisord starts in its place; the default waits 50 s.
+            "heartbeat.interval": 1000,
+            "heartbeat.timeout": 10000,
+            "heartbeat.rpc-failure-threshold": 2,
             # State and scratch space inside this run's data dir.
             "state.backend.type": "hashmap",
             "execution.checkpointing.dir": (data / "checkpoints").as_uri(),

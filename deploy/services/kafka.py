@@ -16,8 +16,15 @@ import uuid
 from pathlib import Path
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
 
+from nrtrec.core.kafka import contract_topics
 from nrtrec.deploy.errors import InstallFailed, ServiceFailed
 from nrtrec.deploy.maven import resolve
 from nrtrec.deploy.services.base import Process, Service, port_open
@@ -168,20 +175,32 @@ class KafkaService(Service):
             return False
 
     def after_start(self) -> None:
-        partitions = self.settings.kafka.partitions
+        """The contract's topics, created with their retention, or given it when they exist
+        from before (an older run's topics kept the broker's defaults)."""
         admin = self._admin()
-        futures = admin.create_topics(
-            [
-                NewTopic(name, num_partitions=partitions, replication_factor=1)
-                for name in self.settings.topics.all().values()
-            ]
-        )
-        for topic, future in futures.items():
+        wanted = contract_topics(self.settings.topics, self.settings.kafka.partitions)
+        for topic, future in admin.create_topics(wanted).items():
             try:
                 future.result()
             except KafkaException as e:
                 if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise ServiceFailed(self.name, f"creating topic {topic} failed: {e}") from e
+        resources = [
+            ConfigResource(
+                ResourceType.TOPIC,
+                t.topic,
+                incremental_configs=[
+                    ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+                    for k, v in t.config.items()
+                ],
+            )
+            for t in wanted
+        ]
+        for resource, future in admin.incremental_alter_configs(resources).items():
+            try:
+                future.result()
+            except KafkaException as e:
+                raise ServiceFailed(self.name, f"configuring {resource} failed: {e}") from e
         self._wait_for_topics(admin)
 
     def _wait_for_topics(self, admin: AdminClient, timeout_s: float = 30.0) -> None:

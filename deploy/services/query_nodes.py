@@ -28,14 +28,17 @@ def healthz(url: str) -> bool:
 
 
 class QueryNodeService(Service):
-    """``nrtrec query-node`` for one shard: owns that shard's item-deltas partitions."""
+    """``nrtrec query-node`` for one replica of one shard: it reads that shard's item-deltas
+    partitions in a consumer group of its own. Node ``n`` is replica ``n % replicas`` of shard
+    ``n // replicas`` and listens on ``query_node.port + n``."""
 
     name = "query-node"
 
-    def __init__(self, settings: Settings, shard: int):
+    def __init__(self, settings: Settings, node: int):
         super().__init__(settings)
-        self.shard = shard
-        self.name = f"query-node-{shard}"
+        self.node = node
+        self.shard, self.replica = divmod(node, settings.local.query_node_replicas)
+        self.name = f"query-node-{node}"
 
     def install(self) -> None:
         """Nothing to fetch: the node is nrtrec itself."""
@@ -45,11 +48,12 @@ class QueryNodeService(Service):
         s = self.settings
         node = s.query_node.model_copy(
             update={
-                "port": s.query_node.port + self.shard,
+                "port": s.query_node.port + self.node,
                 "data_dir": self.data_dir,
                 "consume_deltas": True,
                 "kafka_bootstrap": s.kafka.bootstrap_servers,
                 "partitions": list(s.shard_map().partitions_of(self.shard)),
+                "replica": self.replica,
             }
         )
         return s.model_copy(update={"query_node": node})
@@ -58,10 +62,10 @@ class QueryNodeService(Service):
         return [Process(self.name, nrtrec_command("query-node"), settings=self.node_settings())]
 
     def ports(self) -> list[int]:
-        return [self.settings.query_node.port + self.shard]
+        return [self.settings.query_node.port + self.node]
 
     def url(self) -> str:
-        return self.settings.local_shard_urls()[self.shard][0]
+        return self.settings.local_shard_urls()[self.shard][self.replica]
 
     def healthy(self) -> bool:
         return healthz(self.url())

@@ -28,7 +28,11 @@ class RedisService(Service):
             "--port", str(cfg.port),
             "--dir", str(self.data_dir),
             # User vectors are the store's only copy until the job recomputes them: keep an AOF.
+            # Redis writes it to the kernel before it answers a write, so a killed redis-server
+            # loses no acknowledged write; "everysec" fsyncs once a second, so a power loss
+            # could lose the last second ("always" would not, at a fsync per write).
             "--appendonly", "yes",
+            "--appendfsync", "everysec",
             "--save", "",
             "--daemonize", "no",
             "--protected-mode", "yes",

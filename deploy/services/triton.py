@@ -146,6 +146,9 @@ class TritonService(Service):
             str(self.binary),
             f"--model-repository={self.model_repository}",
             "--model-control-mode=explicit",
+            # At every start, each model of the repository at the versions its config serves:
+            # a restarted server serves what the one before did, with nobody to ask it.
+            "--load-model=*",
             f"--backend-directory={self.backend_dir}",
             f"--cache-directory={self._dist / 'caches'}",
             f"--backend-config=python,shm-region-prefix-name={shm_prefix}",

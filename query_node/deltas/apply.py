@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from confluent_kafka import Message
 
@@ -42,11 +43,32 @@ class AppliedDelta:
 class BatchOutcome:
     applied: list[AppliedDelta] = field(default_factory=list)
     dead: list[tuple[Message, Unapplicable]] = field(default_factory=list)
+    # Deltas of a version that was declared and dropped since (their index is gone on purpose),
+    # and deltas an index's restored snapshot holds already.
+    skipped: list[AppliedDelta] = field(default_factory=list)
 
 
-def apply_batch(node: QueryNode, index_name: str, messages: list[Message]) -> BatchOutcome:
+class Declared(Protocol):
+    """What applying needs of the index declarations (``query_node.declarations``)."""
+
+    def catch_up(self, timeout_s: float = ...) -> object: ...
+
+    def is_dropped(self, name: str, model_version: int) -> bool: ...
+
+
+def apply_batch(
+    node: QueryNode,
+    index_name: str,
+    messages: list[Message],
+    declarations: Declared | None = None,
+) -> BatchOutcome:
     """Apply ``messages`` to ``index_name``'s versions on ``node``; the caller holds whatever
-    lock keeps its offsets in step with the indexes."""
+    lock keeps its offsets in step with the indexes.
+
+    A version this node has no index of is first looked up in the declarations (read to their
+    end): a node never dead-letters a delta for lack of an index it was told to build. Only a
+    version nobody declared is a dead letter; one declared and dropped since is skipped.
+    """
     outcome = BatchOutcome()
     by_version: dict[int, list[AppliedDelta]] = {}
     for message in messages:
@@ -55,10 +77,25 @@ def apply_batch(node: QueryNode, index_name: str, messages: list[Message]) -> Ba
         except Unapplicable as unapplicable:
             outcome.dead.append((message, unapplicable))
             continue
+        held = node.floor(
+            index_name, item.delta.model_version, message.topic(), message.partition()
+        )
+        if message.offset() < held:
+            outcome.skipped.append(item)
+            continue
         by_version.setdefault(item.delta.model_version, []).append(item)
+    if declarations is not None and any((index_name, v) not in node.registry for v in by_version):
+        # Raises when the declarations cannot be read: the batch is then read again later.
+        declarations.catch_up(timeout_s=5.0)
     for version, items in by_version.items():
         if (index_name, version) not in node.registry:
-            error = f"unknown model_version {version} for index {index_name}"
+            if declarations is not None and declarations.is_dropped(index_name, version):
+                outcome.skipped.extend(items)
+                continue
+            if declarations is None:
+                error = f"unknown model_version {version} for index {index_name}"
+            else:
+                error = f"no index {index_name} version {version} is declared (index-declarations)"
             outcome.dead.extend(
                 (item.message, Unapplicable("unknown_version", error)) for item in items
             )
@@ -77,10 +114,12 @@ def decode_delta(message: Message) -> ItemDelta:
     except InvalidRecord as e:
         raise Unapplicable("invalid_record", str(e)) from None
     key = message.key()
-    if key is None or key != delta.item_id.encode():
-        # The key places the item in its shard; another key puts it in another's.
+    if key is None or key != delta.key().encode():
+        # Compaction keeps the newest record of a key: another key would keep another's.
         shown = None if key is None else payload_text(key)
-        raise Unapplicable("key_mismatch", f"key {shown!r} is not the item_id {delta.item_id!r}")
+        raise Unapplicable(
+            "key_mismatch", f"key {shown!r} is not {delta.key()!r} (<item_id>@v<model_version>)"
+        )
     return delta
 
 

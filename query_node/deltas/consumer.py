@@ -40,7 +40,7 @@ from prometheus_client import CollectorRegistry
 from nrtrec.ann import VectorIndex
 from nrtrec.core.kafka import DeadLetterProducer
 from nrtrec.core.settings import QueryNodeSettings, Settings
-from nrtrec.query_node.deltas.apply import AppliedDelta, Unapplicable, apply_batch
+from nrtrec.query_node.deltas.apply import AppliedDelta, Declared, Unapplicable, apply_batch
 from nrtrec.query_node.deltas.metrics import DeltaMetrics
 from nrtrec.query_node.node import QueryNode
 from nrtrec.schemas.snapshot import offset_key, parse_offset_key
@@ -73,8 +73,12 @@ class DeltaConsumer:
         settings: Settings | None = None,
         *,
         metrics_registry: CollectorRegistry | None = None,
+        declarations: Declared | None = None,
     ):
         self.node = node
+        self.declarations = declarations
+        # Deltas applied since the consumer started; the snapshotter counts from it.
+        self.applied_total = 0
         self.settings = settings or node.settings
         qn = self.settings.query_node
         self.topic = self.settings.topics.item_deltas
@@ -95,7 +99,7 @@ class DeltaConsumer:
         self._assigned: set[int] = set()
         self._assigned_event = threading.Event()
         self._lag_refreshed = 0.0
-        self._error_logged: dict[int, float] = {}
+        self._error_logged: dict[object, float] = {}
 
     # ---- life -----------------------------------------------------------------------------
 
@@ -177,6 +181,8 @@ class DeltaConsumer:
             if place is not None and place.topic == self.topic:
                 snapshot_offsets[place.partition] = int(offset)
         with self.lock:
+            # The other indexes hold what is applied; what the swap replays is for this one.
+            self.node.hold_floors(self.node.offsets, except_key=index.spec.key)
             self.node.registry.swap(index)
             applied = dict(self.node.offsets)
             seeks: dict[int, int] = {}
@@ -260,12 +266,25 @@ class DeltaConsumer:
         if now - self._lag_refreshed >= LAG_REFRESH_S:
             self._lag_refreshed = now
             self._refresh_lag(consumer)
+            self._follow_declarations()
+
+    def _follow_declarations(self) -> None:
+        """Indexes declared or dropped by others (a PUT on another node) reach this one too."""
+        if self.declarations is None:
+            return
+        try:
+            self.declarations.catch_up(timeout_s=2.0)
+        except Exception as e:
+            self._log_once("declarations", f"index-declarations not read: {e}")
 
     def _apply(self, messages: list[Message]) -> dict[int, int]:
         """Apply one batch; returns partition -> next offset. Holds ``lock``."""
-        outcome = apply_batch(self.node, self.index_name, messages)
+        outcome = apply_batch(self.node, self.index_name, messages, self.declarations)
         if outcome.dead:
             self._send_dead_letters(outcome.dead)
+        self.applied_total += len(outcome.applied)
+        for _ in outcome.skipped:
+            self._metrics.skipped.inc()
         advanced: dict[int, int] = {}
         for message in messages:
             p = message.partition()
@@ -393,10 +412,14 @@ class DeltaConsumer:
             self._metrics.lag.labels(str(p)).set(max(0, high - (position or 0)))
 
     def _log_kafka_error(self, error: KafkaError) -> None:
+        self._log_once(error.code(), f"item-deltas: {error}")
+
+    def _log_once(self, what: object, message: str) -> None:
+        """A repeated problem is logged once every ``ERROR_LOG_EVERY_S``."""
         now = time.monotonic()
-        if now - self._error_logged.get(error.code(), -math.inf) >= ERROR_LOG_EVERY_S:
-            self._error_logged[error.code()] = now
-            log.warning("item-deltas: %s", error)
+        if now - self._error_logged.get(what, -math.inf) >= ERROR_LOG_EVERY_S:
+            self._error_logged[what] = now
+            log.warning("%s", message)
 
 
 def _offset_text(offset: int) -> str:

@@ -22,6 +22,12 @@ class DeltaMetrics:
             ["reason"],
             registry=registry,
         )
+        self.skipped = Counter(
+            "nrtrec_query_node_deltas_skipped",
+            "Item deltas not applied on purpose: held by a restored snapshot, or of a dropped "
+            "index version",
+            registry=registry,
+        )
         self.delay = Histogram(
             "nrtrec_query_node_delta_delay_seconds",
             "From a delta's source_ts to its apply",

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from nrtrec import ann
 from nrtrec.core.web.errors import HTTP_CODES, error_response, install_common
 from nrtrec.query_node import errors
+from nrtrec.query_node.declarations import DeclarationFailed
 from nrtrec.schemas.errors import InvalidFilter
 
 __all__ = ["HTTP_CODES", "error_response", "install"]
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 
 # The caller's mistakes, by the error that names them; any other error of these kinds is ours.
 STATUS: dict[type[Exception], int] = {
+    DeclarationFailed: 503,
     errors.IndexNotFound: 404,
     errors.IndexExists: 409,
     ann.InvalidSpec: 422,
@@ -25,7 +27,7 @@ STATUS: dict[type[Exception], int] = {
     InvalidFilter: 422,
     ann.OutOfRange: 400,
 }
-CODED = (errors.QueryNodeError, ann.AnnError, InvalidFilter)
+CODED = (errors.QueryNodeError, ann.AnnError, InvalidFilter, DeclarationFailed)
 
 
 def install(app: FastAPI) -> None:

@@ -17,7 +17,13 @@ from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
 from nrtrec.ann import IndexBusy, OutOfRange, VectorIndex
-from nrtrec.query_node.http.deps import TOKEN_REQUIRED, IndexNameParam, Node, NodeMetrics
+from nrtrec.query_node.http.deps import (
+    TOKEN_REQUIRED,
+    IndexNameParam,
+    Node,
+    NodeDeclarations,
+    NodeMetrics,
+)
 from nrtrec.query_node.node import QueryNode
 from nrtrec.schemas.query_api import (
     CreateIndexRequest,
@@ -70,8 +76,14 @@ def list_indexes(node: Node) -> list[IndexInfo]:
     responses={200: {"description": "exists already with this spec; unchanged"}},
 )
 def create_index(
-    name: IndexNameParam, body: CreateIndexRequest, node: Node, response: Response
+    name: IndexNameParam,
+    body: CreateIndexRequest,
+    node: Node,
+    declarations: NodeDeclarations,
+    response: Response,
 ) -> IndexInfo:
+    """Create the index here and, on a node that follows Kafka, declare it, so that every node
+    (a replica started later, this one with a lost data dir) builds it too."""
     index, created = node.create_index(
         name,
         body.model_version,
@@ -81,14 +93,29 @@ def create_index(
         ef_construction=body.ef_construction,
         max_elements=body.max_elements,
     )
+    if declarations is not None:
+        declarations.declare(index.spec)
     if not created:
         response.status_code = status.HTTP_200_OK
     return info(index)
 
 
 @router.delete("/{name}", dependencies=TOKEN_REQUIRED)
-def drop_index(name: IndexNameParam, node: Node, model_version: VersionQuery = None) -> DropResult:
+def drop_index(
+    name: IndexNameParam,
+    node: Node,
+    declarations: NodeDeclarations,
+    model_version: VersionQuery = None,
+) -> DropResult:
+    specs = [
+        index.spec
+        for index in node.indexes()
+        if index.name == name and model_version in (None, index.model_version)
+    ]
     keys = node.drop_index(name, model_version)
+    if declarations is not None:
+        for spec in specs:
+            declarations.drop(spec)
     return DropResult(dropped=[IndexKey(name=n, model_version=v) for n, v in keys])
 
 

@@ -50,7 +50,9 @@ class PublishItemDeltas(KeyedProcessFunction):
         producer = Producer(
             producer_config(s.kafka.bootstrap_servers, "nrtrec-item-deltas", **{"linger.ms": 2})
         )
-        self.publisher = ItemDeltaPublisher(open_encoder(s), producer, s.topics.item_deltas)
+        self.publisher = ItemDeltaPublisher(
+            open_encoder(s), producer, s.topics.item_deltas, s.topics.listings
+        )
 
     def process_element(self, value, ctx: KeyedProcessFunction.Context):
         from nrtrec.streaming.batching import timer_at

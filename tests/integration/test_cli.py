@@ -11,14 +11,15 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import free_port, free_port_pair
+from tests.conftest import free_port, free_port_run
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
+# Two shards of two replicas each: query node n is replica n % 2 of shard n // 2.
 SERVICES = {
-    "kafka", "flink", "triton", "redis", "couchbase", "query-node-0", "query-node-1", "gateway",
-    "app",
+    "kafka", "flink", "triton", "redis", "couchbase", "query-node-0", "query-node-1",
+    "query-node-2", "query-node-3", "gateway", "app",
 }  # fmt: skip
 
 
@@ -56,7 +57,7 @@ def cli_env(tmp_path):
     ):
         env[f"NRTREC_{var}"] = str(free_port())
     # Query node n listens on this port + n.
-    env["NRTREC_QUERY_NODE__PORT"] = str(free_port_pair())
+    env["NRTREC_QUERY_NODE__PORT"] = str(free_port_run(4))
     (tmp_path / "models").mkdir()
     yield env
     _nrtrec(env, "down")

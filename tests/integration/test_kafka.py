@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
+from nrtrec.core.kafka import SINGLE_PARTITION, TOPIC_CONFIGS
 from nrtrec.core.settings import KafkaSettings, Settings
 from nrtrec.deploy import LocalRunner, PortInUse
 from nrtrec.deploy.services.kafka import KafkaService
@@ -43,12 +44,20 @@ def topic(stack: Stack) -> str:
     return name
 
 
-def test_contract_topics_exist_with_configured_partitions(stack: Stack) -> None:
+def test_contract_topics_exist_with_configured_partitions_and_retention(stack: Stack) -> None:
     _skip_under_docker(stack)
-    metadata = AdminClient({"bootstrap.servers": stack.kafka()}).list_topics(timeout=10)
+    admin = AdminClient({"bootstrap.servers": stack.kafka()})
+    metadata = admin.list_topics(timeout=10)
     for t in Topic:
         assert t.value in metadata.topics, f"{t.value} missing"
-        assert len(metadata.topics[t.value].partitions) == stack.settings.kafka.partitions
+        expected = 1 if t in SINGLE_PARTITION else stack.settings.kafka.partitions
+        assert len(metadata.topics[t.value].partitions) == expected, t
+    # Compacted where a reader needs every key's newest record, from the beginning.
+    resources = [ConfigResource(ResourceType.TOPIC, t.value) for t in Topic]
+    for resource, future in admin.describe_configs(resources).items():
+        configs = future.result(10)
+        wanted = TOPIC_CONFIGS[Topic(resource.name)]
+        assert {k: configs[k].value for k in wanted} == wanted, resource.name
 
 
 def test_consumer_group_resumes_from_committed_offsets(stack: Stack, topic: str) -> None:

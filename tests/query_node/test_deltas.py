@@ -1,9 +1,5 @@
 """The `item-deltas` consumer on a real broker: apply, dead letters, offsets, shards, restarts
-after a kill, and hot swaps of snapshots built elsewhere.
-
-Each test has topics of its own (4 partitions, like the contract topics), so no other test's
-records, and no streaming job's, reach its nodes.
-"""
+after a kill, and hot swaps of snapshots built elsewhere."""
 
 from __future__ import annotations
 
@@ -15,196 +11,36 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
-from nrtrec.core.settings import QueryNodeSettings, Settings, TopicSettings
+from nrtrec.core.settings import QueryNodeSettings, Settings
 from nrtrec.query_node import QueryNode, create_app
 from nrtrec.query_node.deltas import DeltaConsumer, default_group
-from nrtrec.schemas import DeadLetter, ItemDelta, ListingOp, decode, encode
 from tests.ann.helpers import random_vectors
 from tests.conftest import free_port
 from tests.query_node.helpers import serving, stop
-from tests.stack import Stack
-from tests.waiting import collect, wait_healthy, wait_until
+from tests.query_node.kafka_helpers import (
+    AUTH,
+    DIM,
+    PARTITIONS,
+    TOKEN,
+    WAIT_S,
+    DeltaProducer,
+    Topics,
+    committed,
+    dead_letters,
+    nearest,
+    running,
+    settings_for,
+)
+from tests.waiting import wait_healthy, wait_until
 
 pytestmark = pytest.mark.integration
-
-DIM = 8
-PARTITIONS = 4
-TOKEN = "test-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-# Generous: two cores shared with other work; nothing here asserts speed.
-WAIT_S = 30.0
-
-
-# ---- helpers --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Topics:
-    deltas: str
-    dead_letters: str
-
-
-@pytest.fixture(scope="module")
-def bootstrap(stack: Stack) -> str:
-    return stack.kafka()
-
-
-@pytest.fixture
-def topics(bootstrap: str) -> Topics:
-    suffix = uuid.uuid4().hex[:8]
-    t = Topics(f"test-deltas-{suffix}", f"test-dead-letters-{suffix}")
-    # Kept referenced until the futures resolve: a collected client fails them with _DESTROY.
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics(
-        [
-            NewTopic(name, num_partitions=PARTITIONS, replication_factor=1)
-            for name in vars(t).values()
-        ]
-    )
-    for future in futures.values():
-        future.result(15)
-    return t
-
-
-def settings_for(
-    tmp_path: Path, bootstrap: str, topics: Topics, name: str = "node", **query_node: object
-) -> Settings:
-    qn = {
-        "consume_deltas": True,
-        "kafka_bootstrap": bootstrap,
-        "consumer_group": f"test-{uuid.uuid4().hex[:8]}",
-        "data_dir": tmp_path / name / "data",
-        **query_node,
-    }
-    return Settings(
-        run_dir=tmp_path / name / "run",
-        token=TOKEN,
-        query_node=QueryNodeSettings(**qn),
-        topics=TopicSettings(item_deltas=topics.deltas, dead_letters=topics.dead_letters),
-    )
-
-
-class DeltaProducer:
-    """Produces item deltas (or any bytes) and reports where each landed."""
-
-    def __init__(self, bootstrap: str, topic: str):
-        self.topic = topic
-        self.producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "enable.idempotence": True,
-                # Kafka's Java partitioner, which the gateway and the backfill shard by.
-                "partitioner": "murmur2_random",
-            }
-        )
-        self.sent: list[tuple[bytes | None, int | None, int | None]] = []
-        self.errors: list[KafkaError] = []
-
-    def send(self, key: bytes | None, value: bytes | None, partition: int | None = None) -> int:
-        """Queue a record; its (key, partition, offset) is at the returned position of
-        ``sent`` after ``flush``."""
-        position = len(self.sent)
-        self.sent.append((key, None, None))
-
-        def delivered(error: KafkaError | None, message: Message) -> None:
-            if error is not None:
-                self.errors.append(error)
-            else:
-                self.sent[position] = (key, message.partition(), message.offset())
-
-        extra = {} if partition is None else {"partition": partition}
-        self.producer.produce(self.topic, key=key, value=value, on_delivery=delivered, **extra)
-        return position
-
-    def upsert(
-        self,
-        item_id: str,
-        vector: np.ndarray | list[float],
-        version: int = 1,
-        attributes: dict | None = None,
-        partition: int | None = None,
-    ) -> int:
-        delta = ItemDelta(
-            op=ListingOp.UPSERT,
-            item_id=item_id,
-            model_version=version,
-            vector=[float(x) for x in vector],
-            attributes=attributes or {},
-            source_ts=int(time.time() * 1000),
-        )
-        return self.send(item_id.encode(), encode(delta), partition)
-
-    def delete(self, item_id: str, version: int = 1, partition: int | None = None) -> int:
-        delta = ItemDelta(
-            op=ListingOp.DELETE,
-            item_id=item_id,
-            model_version=version,
-            source_ts=int(time.time() * 1000),
-        )
-        return self.send(item_id.encode(), encode(delta), partition)
-
-    def flush(self) -> None:
-        assert self.producer.flush(15) == 0
-        assert self.errors == []
-
-    def where(self, position: int) -> tuple[int, int]:
-        _, partition, offset = self.sent[position]
-        assert partition is not None and offset is not None
-        return partition, offset
-
-
-def nearest(node: QueryNode, vector: np.ndarray, name: str = "items") -> str | None:
-    _, result = node.search(name, vector, k=1)
-    return result.hits[0].id if result.hits else None
-
-
-def committed(bootstrap: str, group: str, topic: str, partition: int) -> int:
-    """The group's committed offset (negative when none)."""
-    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        [tp] = probe.committed([TopicPartition(topic, partition)], timeout=10)
-        return tp.offset
-    finally:
-        probe.close()
-
-
-@contextmanager
-def running(consumer: DeltaConsumer) -> Iterator[DeltaConsumer]:
-    consumer.start()
-    try:
-        assert consumer.wait_assigned(WAIT_S), "no partitions assigned"
-        yield consumer
-    finally:
-        consumer.stop()
-    assert not consumer.running
-
-
-def dead_letters(bootstrap: str, topic: str, n: int) -> list[DeadLetter]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"read-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.subscribe([topic])
-    try:
-        messages = collect(consumer, lambda got: len(got) >= n, WAIT_S)
-    finally:
-        consumer.close()
-    return [decode(DeadLetter, m.value()) for m in messages]
 
 
 # ---- apply ----------------------------------------------------------------------------------
@@ -283,9 +119,9 @@ def test_bad_records_become_dead_letters_and_later_ones_still_apply(
             "unknown model_version 7 for index items"
         ),
         producer.send(b"other-key", raw("keyed", json.dumps([1.0] * DIM)), partition=2): (
-            "key 'other-key' is not the item_id 'keyed'"
+            "key 'other-key' is not 'keyed@v1' (<item_id>@v<model_version>)"
         ),
-        producer.send(b"huge", raw("huge", "[1e39" + ",1" * (DIM - 1) + "]"), partition=2): (
+        producer.send(b"huge@v1", raw("huge", "[1e39" + ",1" * (DIM - 1) + "]"), partition=2): (
             "overflows float32"
         ),
         producer.send(b"tombstone", None, partition=2): "no value",
@@ -511,6 +347,7 @@ def test_a_killed_node_restarts_from_its_snapshot_and_replays_the_rest(
         "NRTREC_RUN_DIR": str(tmp_path / "run"),
         "NRTREC_TOPICS__ITEM_DELTAS": topics.deltas,
         "NRTREC_TOPICS__DEAD_LETTERS": topics.dead_letters,
+        "NRTREC_TOPICS__INDEX_DECLARATIONS": topics.declarations,
         "NRTREC_QUERY_NODE__SNAPSHOT_INTERVAL_S": "1",
     }
     base = f"http://127.0.0.1:{port}"

@@ -80,6 +80,21 @@ def test_a_damaged_newest_snapshot_falls_back_to_the_one_before(tmp_path, index)
         store.load("items", 1)
 
 
+def test_a_snapshot_that_reads_but_differs_from_its_checksums_is_not_loaded(tmp_path, index):
+    """A bit flipped on disk can still parse; the manifest's sha256 of each file catches it."""
+    store = SnapshotStore(tmp_path)
+    older = store.save(index)
+    index.upsert(["later"], random_vectors(1, 8))
+    newer = store.save(index)
+    vectors = np.load(newer.path / "vectors.npy")
+    vectors[0, 0] += 1.0  # still a valid array of the right shape
+    np.save(newer.path / "vectors.npy", vectors)
+    loaded, snapshot = store.load("items", 1)
+    assert snapshot.snapshot_id == older.snapshot_id and "later" not in loaded
+    with pytest.raises(SnapshotError, match="sha256"):
+        store.load_path(newer.path)
+
+
 def test_a_failed_save_leaves_no_partial_snapshot(tmp_path, index, monkeypatch):
     store = SnapshotStore(tmp_path)
 

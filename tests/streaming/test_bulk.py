@@ -70,6 +70,7 @@ class Topics:
     listings: str
     item_deltas: str
     dead_letters: str
+    declarations: str
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,12 @@ def bootstrap(stack: Stack) -> str:
 @pytest.fixture
 def topics(bootstrap: str) -> Topics:
     suffix = uuid.uuid4().hex[:8]
-    t = Topics(f"test-listings-{suffix}", f"test-deltas-{suffix}", f"test-dead-{suffix}")
+    t = Topics(
+        f"test-listings-{suffix}",
+        f"test-deltas-{suffix}",
+        f"test-dead-{suffix}",
+        f"test-declarations-{suffix}",
+    )
     # Kept referenced until the futures resolve: a collected client fails them with _DESTROY.
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics(
@@ -118,8 +124,9 @@ def bulk_settings(
             listings=topics.listings,
             item_deltas=topics.item_deltas,
             dead_letters=topics.dead_letters,
+            index_declarations=topics.declarations,
         ),
-        "local": LocalRunnerSettings(query_node_shards=SHARDS),
+        "local": LocalRunnerSettings(query_node_shards=SHARDS, query_node_replicas=1),
         **groups,
     }
     return Settings(**values)
@@ -135,7 +142,7 @@ class Records:
         self.sent: list[tuple[int, int] | None] = []
         self.errors: list[KafkaError] = []
 
-    def send(self, topic: str, key: str, value: bytes) -> int:
+    def send(self, topic: str, key: str, value: bytes, partition: int | None = None) -> int:
         position = len(self.sent)
         self.sent.append(None)
 
@@ -145,8 +152,13 @@ class Records:
             else:
                 self.sent[position] = (message.partition(), message.offset())
 
-        self.producer.produce(topic, key=key.encode(), value=value, on_delivery=delivered)
+        where = {} if partition is None else {"partition": partition}
+        self.producer.produce(topic, key=key.encode(), value=value, on_delivery=delivered, **where)
         return position
+
+    def send_delta(self, topic: str, delta: ItemDelta) -> int:
+        """As every producer of item-deltas does: keyed by item and version, on its partition."""
+        return self.send(topic, delta.key(), encode(delta), delta.partition(PARTITIONS))
 
     def flush(self) -> None:
         assert self.producer.flush(15) == 0
@@ -486,7 +498,11 @@ def test_load_swaps_the_snapshots_into_the_shards_nodes_and_deltas_continue(
             partitions=list(shard_map.partitions_of(shard)),
             consumer_group=f"test-{uuid.uuid4().hex[:8]}",
         )
-        names = TopicSettings(item_deltas=topics.item_deltas, dead_letters=topics.dead_letters)
+        names = TopicSettings(
+            item_deltas=topics.item_deltas,
+            dead_letters=topics.dead_letters,
+            index_declarations=topics.declarations,
+        )
         return Settings(
             run_dir=tmp_path / f"node-{shard}-run", token=TOKEN, query_node=qn, topics=names
         )
@@ -542,7 +558,7 @@ def test_load_swaps_the_snapshots_into_the_shards_nodes_and_deltas_continue(
                 attributes=listing_attributes(fresh),
                 source_ts=fresh.ts,
             )
-            records.send(topics.item_deltas, "fresh-item", encode(delta))
+            records.send_delta(topics.item_deltas, delta)
             records.flush()
             url = urls[shard_map.shard_for("fresh-item")]
 
@@ -563,7 +579,10 @@ def test_load_swaps_the_snapshots_into_the_shards_nodes_and_deltas_continue(
 
 def test_the_shards_are_the_gateways_when_configured_else_the_local_runners() -> None:
     local = shard_layout(
-        Settings(local=LocalRunnerSettings(query_node_shards=2), kafka=KafkaSettings(partitions=4))
+        Settings(
+            local=LocalRunnerSettings(query_node_shards=2, query_node_replicas=1),
+            kafka=KafkaSettings(partitions=4),
+        )
     )
     assert local.urls == [["http://127.0.0.1:8100"], ["http://127.0.0.1:8101"]]
     assert local.shard_map.partitions == ((0, 2), (1, 3))

@@ -48,7 +48,8 @@ def pipeline(stack, test_settings: Settings, trained_models, tmp_path_factory):
     stack.triton()
     flink = stack.flink()
     tag = uuid.uuid4().hex[:8]
-    topics = {name: f"{name}-{tag}" for name in ("clicks", "listings", "item-deltas", "dead")}
+    names = ("clicks", "listings", "item-deltas", "dead", "declarations")
+    topics = {name: f"{name}-{tag}" for name in names}
     admin = AdminClient({"bootstrap.servers": bootstrap})  # alive until the futures resolve
     futures = admin.create_topics(
         [NewTopic(t, num_partitions=test_settings.kafka.partitions) for t in topics.values()]
@@ -65,9 +66,10 @@ def pipeline(stack, test_settings: Settings, trained_models, tmp_path_factory):
                 listings=topics["listings"],
                 item_deltas=topics["item-deltas"],
                 dead_letters=topics["dead"],
+                index_declarations=topics["declarations"],
             ),
             "gateway": s.gateway.model_copy(update={"port": free_port()}),
-            "local": s.local.model_copy(update={"query_node_shards": 2}),
+            "local": s.local.model_copy(update={"query_node_shards": 2, "query_node_replicas": 1}),
             "user_store": s.user_store.model_copy(update={"key_prefix": f"e2e-{tag}:"}),
             "streaming": s.streaming.model_copy(
                 update={
