@@ -294,6 +294,9 @@ class AppSettings(BaseModel):
     # this long. None: kafka.bootstrap_servers.
     kafka_bootstrap: str | None = None
     event_timeout_s: float = Field(default=2.0, gt=0)
+    # Events the broker did not acknowledge in time wait here until it does (a JSON-lines file,
+    # fsynced). None: <run_dir>/app-spool/clicks.jsonl.
+    spool_path: Path | None = None
     recent_shown: int = Field(default=8, ge=0, description="recent views on the homepage")
     # Attributes a caller may filter recommendations on (query parameters), with their type:
     # numbers take range operators. The catalogue's genres are a list, which filters never match.

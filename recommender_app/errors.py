@@ -35,4 +35,6 @@ async def _bad_parameter(request: Request, exc: Exception) -> JSONResponse:
 
 async def _publish_failed(request: Request, exc: Exception) -> JSONResponse:
     log.warning("%s %s: %s", request.method, request.url.path, exc)
-    return error_response(503, "broker_unavailable", f"{exc}; the event may not be recorded")
+    return error_response(
+        503, "event_not_recorded", f"{exc}; send it again", headers={"Retry-After": "1"}
+    )

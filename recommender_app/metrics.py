@@ -38,7 +38,7 @@ class Metrics:
         )
         self.events = Counter(
             "nrtrec_app_events",
-            "Click events by outcome (published, failed)",
+            "Click events by outcome: published, spooled (the broker was late), failed",
             ["outcome"],
             registry=self.registry,
         )

@@ -84,5 +84,8 @@ class Accepted(BaseModel):
 
     event: ClickEvent
     topic: str
-    partition: int
-    offset: int
+    # Where the broker put it; null while it waits in the app's spool for a broker that did not
+    # acknowledge in time (``spooled``): accepted all the same, and sent when the broker is back.
+    partition: int | None
+    offset: int | None
+    spooled: bool = False

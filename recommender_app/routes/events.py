@@ -16,21 +16,23 @@ router = APIRouter(prefix="/v1", tags=["events"])
     status_code=status.HTTP_202_ACCEPTED,
     responses={
         422: {"description": "not a click event"},
-        503: {"description": "the broker did not acknowledge it in time"},
+        503: {"description": "neither the broker nor the app's spool took it"},
     },
 )
 async def post_event(body: ClickIn, services: AppServices) -> Accepted:
-    """Answers 202 once the broker acknowledged the event (keyed by user id)."""
+    """Answers 202 once the broker acknowledged the event (keyed by user id), or, when it does
+    not in time, once the event is in the app's spool on disk (``spooled``: sent later)."""
     event = body.event()
     try:
         delivered = await services.publisher.publish(event)
     except PublishFailed:
         services.metrics.events.labels("failed").inc()
         raise
-    services.metrics.events.labels("published").inc()
+    services.metrics.events.labels("spooled" if delivered.spooled else "published").inc()
     return Accepted(
         event=event,
         topic=delivered.topic,
         partition=delivered.partition,
         offset=delivered.offset,
+        spooled=delivered.spooled,
     )

@@ -127,6 +127,38 @@ def test_deleted_items_vanish_and_their_slots_are_reused():
     assert not deleted & {item for row in found for item in row}
 
 
+def test_ten_turnovers_reuse_the_slots_and_no_search_returns_a_deleted_id():
+    """The index replaced 10 times over by new ids (upserts and deletes interleaved): memory
+    stays that of one index, and every search of every kind (graph, filtered graph, exact)
+    after each delete sees none of the deleted ids."""
+    n = 400
+    index = new_index(DIM, settings=QueryNodeSettings(exact_search_max_count=50))
+    queries = random_vectors(20, DIM, seed=5)
+    live: list[str] = []
+    deleted: set[str] = set()
+    capacity = None
+    for turn in range(11):
+        fresh = [f"t{turn}-{i}" for i in range(n)]
+        vectors = random_vectors(n, DIM, seed=100 + turn)
+        buckets = [{"bucket": i % 10} for i in range(n)]
+        for start in range(0, n, 100):  # in batches, deleting as new ones arrive
+            index.upsert(
+                fresh[start : start + 100],
+                vectors[start : start + 100],
+                buckets[start : start + 100],
+            )
+            old, live = live[:100], live[100:]
+            index.delete(old)
+            deleted.update(old)
+        live += fresh
+        capacity = capacity or index.capacity
+        assert index.count == n and index.capacity == capacity
+        for q in queries:
+            for kind in ({}, {"filter": {"bucket": 3}}, {"filter": {"bucket": {"in": [1, 2]}}}):
+                hits = {h.id for h in index.search(q, 50, **kind).hits}
+                assert not hits & deleted, (turn, kind)
+
+
 def test_a_deleted_id_can_come_back():
     index = new_index(4)
     index.upsert(["a", "b"], [[1, 0, 0, 0], [0, 1, 0, 0]])

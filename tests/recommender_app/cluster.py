@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -173,13 +174,15 @@ def store_settings(redis_url: str, gateway_url: str | None = None, **app: object
     """Settings whose store is the Redis at ``redis_url``, with a key prefix of its own, so
     every test starts without users or popular items; the query API at ``gateway_url``."""
     parsed = urlparse(redis_url)
+    run_dir = Path(tempfile.mkdtemp(prefix="apptest-"))
     return Settings(
+        run_dir=run_dir,
         gateway=GatewaySettings(client_url=gateway_url),
         redis=RedisSettings(host=parsed.hostname or "127.0.0.1", port=parsed.port or 6379),
         # No broker there (tests of click tracking give theirs): never a developer's own Kafka.
         kafka=KafkaSettings(port=free_port()),
         user_store=UserStoreSettings(key_prefix=f"apptest-{os.getpid()}-{time.time_ns()}:"),
-        app=AppSettings(**app),
+        app=AppSettings(spool_path=run_dir / "clicks.jsonl", **app),
     )
 
 
