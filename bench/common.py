@@ -18,7 +18,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -125,9 +124,10 @@ def timed_rounds(
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port outside the ephemeral range (``tests.conftest.free_port``)."""
+    from tests.conftest import free_port as pick
+
+    return pick()
 
 
 def nrtrec_command() -> list[str]:

@@ -7,8 +7,10 @@ developer's own stack keeps running beside the tests. Either way a test sees `En
 
 from __future__ import annotations
 
+import random
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -27,7 +29,9 @@ def free_port_run(n: int) -> int:
     """A free port whose ``n - 1`` successors are free too (query node i listens on port + i)."""
     for _ in range(50):
         port = free_port()
-        if all(_free(port + i) for i in range(1, n)):
+        rest = range(port + 1, port + n)
+        if all(p not in _handed and _free(p) for p in rest):
+            _handed.update(rest)
             return port
     raise RuntimeError(f"no {n} adjacent free ports")
 
@@ -47,9 +51,30 @@ def _free(port: int) -> bool:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the kernel's ephemeral range, never handed out twice here.
+
+    A port the kernel picks (``bind(0)``) is an ephemeral one, and a service that starts later
+    can find it taken by some process's outbound connection meanwhile (seen: Flink's REST port,
+    seconds after it was picked); ports below the range are never used that way.
+    """
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = _random.randrange(max(1024, low - 12_000), low)
+        if port not in _handed and _free(port):
+            _handed.add(port)
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+_random = random.Random()
+_handed: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 @pytest.fixture(scope="session")
