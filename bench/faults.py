@@ -123,28 +123,29 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     faults = list(results["faults"])
     rows = [results["faults"][f] for f in faults]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(15, 5.6))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(15, 6.2))
     stages = [("detect_s", "noticed"), ("restarted_s", "restarted"), ("healthy_s", "healthy"),
               ("flowing_s", "pipeline flowing")]  # fmt: skip
     y = range(len(faults))
     previous = [0.0] * len(faults)
-    for key, label in stages:
+    shades = ("#c6dbef", "#6baed6", "#2171b5", "#08306b")  # one hue: stages of one outage
+    for (key, label), shade in zip(stages, shades, strict=True):
         values = [r[key] for r in rows]
         left.barh(y, [v - p for v, p in zip(values, previous, strict=True)], left=previous,
-                  label=label)  # fmt: skip
+                  label=label, color=shade)  # fmt: skip
         previous = values
     left.set_yticks(list(y), faults)
     left.invert_yaxis()
     left.set_xlabel("seconds after the SIGKILL")
     left.set_title("Time to heal, by stage")
-    left.legend(loc="lower right", fontsize=8)
+    left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4, fontsize=8)
     ok = [r["reads"]["ok"] for r in rows]
     degraded = [r["reads"]["degraded"] for r in rows]
     failed = [r["reads"]["failed"] for r in rows]
-    right.barh(y, ok, label="answered")
-    right.barh(y, degraded, left=ok, label="answered, degraded (says why)")
+    right.barh(y, ok, color="tab:green", label="answered")
+    right.barh(y, degraded, left=ok, color="tab:orange", label="answered, degraded (says why)")
     right.barh(y, failed, left=[a + b for a, b in zip(ok, degraded, strict=True)],
-               label="no answer / 5xx")  # fmt: skip
+               color="tab:red", label="no answer (the app was down) / 5xx")  # fmt: skip
     right.set_yticks(list(y), faults)
     right.invert_yaxis()
     right.set_xlabel("recommendation reads until the pipeline flowed again")
@@ -153,7 +154,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         f"Reads during each outage; lost at the end: {lost['listings']} listings, "
         f"{lost['clicks']} clicks"
     )
-    right.legend(loc="lower right", fontsize=8)
+    right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8)
     m = results["machine"]
     fig.suptitle(
         f"SIGKILL of each process under load ({results['load']}); {m['cpu']}, {m['cores']} cores,"
@@ -165,13 +166,26 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def replot(path: Path) -> None:
+    """The plot again from a results file (``python -m bench.faults --replot faults.json``)."""
+    import json
+
+    plot(json.loads(path.read_text()), path.with_suffix(".png"))
+
+
 def main(
     out: Annotated[Path, typer.Option(help="where faults.json and faults.png go")] = Path(
         "bench/results"
     ),
     only: Annotated[list[str] | None, typer.Option(help="run only these faults")] = None,
+    replot_from: Annotated[
+        Path | None, typer.Option("--replot", help="only draw the plot of this faults.json")
+    ] = None,
 ) -> None:
     """Kill each process of the stack under load; JSON and a plot of what each cost."""
+    if replot_from is not None:
+        replot(replot_from)
+        return
     machine = machine_info()
     out.mkdir(parents=True, exist_ok=True)
     chosen = {f: p for f, p in FAULTS.items() if not only or f in only}
