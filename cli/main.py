@@ -81,7 +81,9 @@ def _print_status(statuses, as_json: bool) -> None:
         return
     for s in statuses:
         health = "healthy" if s.healthy else ("unhealthy" if s.pid else "stopped")
-        typer.echo(f"{s.name:<12} {health:<10} pid={s.pid or '-':<8} {s.url}")
+        typer.echo(
+            f"{s.name:<13} {health:<10} pid={s.pid or '-':<8} restarts={s.restarts:<3} {s.url}"
+        )
 
 
 @schemas_app.command("export")
