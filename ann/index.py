@@ -272,7 +272,7 @@ class VectorIndex:
             raise OutOfRange(f"k must be between 1 and {s.max_k}, got {k!r}")
         if ef is not None and (not is_int(ef) or not 1 <= ef <= s.max_ef):
             raise OutOfRange(f"ef must be between 1 and {s.max_ef}, got {ef!r}")
-        conditions = parse_filter(filter)
+        conditions = parse_filter(filter, s.filter_limits())
         ef = min(s.max_ef, max(k, ef or max(s.ef_search, math.ceil(s.ef_per_k * k))))
         with self._lock.read(ef, wait=wait):
             if not self._row_of:

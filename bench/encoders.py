@@ -45,6 +45,7 @@ from bench.common import (
     progress_bar,
     write_results,
 )
+from nrtrec.core.access import triton_admin_headers
 from nrtrec.core.datasets import load_movielens
 from nrtrec.core.settings import InferenceSettings, Settings, TritonSettings
 from nrtrec.deploy import LocalRunner
@@ -874,7 +875,9 @@ def main(
             server.start()
             results["timings_s"]["triton_start"] = time.perf_counter() - t0
             t1 = time.perf_counter()
-            lifecycle = ModelLifecycle(repo, server.grpc_url)
+            lifecycle = ModelLifecycle(
+                repo, server.grpc_url, triton_admin_headers(server.settings.token)
+            )
             try:
                 lifecycle.load(VERSION)
             finally:

@@ -9,11 +9,10 @@ from typing import Annotated
 
 import typer
 
-from nrtrec.cli.errors import fail
+from nrtrec.cli.errors import fail, load_settings
 from nrtrec.cli.models import models_app
 from nrtrec.cli.services import register_service_commands
 from nrtrec.cli.streaming import bulk_command, jobs_app, replay_command
-from nrtrec.core.settings import Settings
 
 app = typer.Typer(
     help="nrtrec: near-real-time recommendations. Settings come from NRTREC_* variables.",
@@ -32,7 +31,7 @@ register_service_commands(app)
 def _runner():
     from nrtrec.deploy import LocalRunner
 
-    return LocalRunner(Settings())
+    return LocalRunner(load_settings())
 
 
 @app.command()

@@ -8,13 +8,13 @@ from typing import Annotated
 
 import typer
 
+from nrtrec.cli.errors import load_settings
+
 models_app = typer.Typer(help="Encoder pairs (item and user towers): train, list, load, unload.")
 
 
 def _settings():
-    from nrtrec.core.settings import Settings
-
-    return Settings()
+    return load_settings()
 
 
 def _repository(path: Path | None):
@@ -81,11 +81,29 @@ def list_versions(
     typer.echo(json.dumps(rows, indent=2))
 
 
+def _token(settings) -> str:
+    """NRTREC_TOKEN, else the local run's (``.run/token``): the one Triton was started with."""
+    from nrtrec.deploy.runner import run_token
+
+    return settings.token or run_token(settings.run_dir)
+
+
 def _lifecycle():
+    from nrtrec.core.access import triton_admin_headers
     from nrtrec.inference.lifecycle import ModelLifecycle
 
     settings = _settings()
-    return ModelLifecycle(_repository(None), settings.triton.grpc_url)
+    headers = triton_admin_headers(_token(settings))
+    return ModelLifecycle(_repository(None), settings.triton.grpc_url, headers)
+
+
+@models_app.command("admin-key")
+def admin_key() -> None:
+    """Print the key Triton's model control wants, derived from the token (for a Triton that
+    nrtrec does not start: docker-compose's ``NRTREC_TRITON_ADMIN_KEY``)."""
+    from nrtrec.core.access import triton_admin_key
+
+    typer.echo(triton_admin_key(_token(_settings())))
 
 
 @models_app.command("load")

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import BaseModel
 
-from nrtrec.cli.errors import fail
+from nrtrec.cli.errors import fail, load_settings
 from nrtrec.core import logs
 from nrtrec.core.settings import Settings
 
@@ -24,7 +24,11 @@ def _given(group: BaseModel, **options: Any) -> Any:
 
 
 def _token(settings: Settings, token: str | None) -> Settings:
-    return settings if token is None else settings.model_copy(update={"token": token})
+    if token is None:
+        return settings
+    if not token.strip():
+        fail("--token is empty: give a secret, or leave the option out for an open API")
+    return settings.model_copy(update={"token": token})
 
 
 def query_node(
@@ -51,7 +55,7 @@ def query_node(
 
     from nrtrec.query_node import create_app
 
-    settings = Settings()
+    settings = load_settings()
     logs.configure(settings.log_format)
     parts = None
     if partitions is not None:
@@ -94,7 +98,7 @@ def gateway(
 
     from nrtrec.query_node import create_gateway_app
 
-    settings = Settings()
+    settings = load_settings()
     logs.configure(settings.log_format)
     shards = None
     if shard:
@@ -132,7 +136,7 @@ def recommender_app(
 
     from nrtrec.recommender_app import create_app
 
-    settings = Settings()
+    settings = load_settings()
     logs.configure(settings.log_format)
     cfg = _given(settings.app, host=host, port=port, kafka_bootstrap=kafka)
     gw = _given(settings.gateway, client_url=gateway_url)

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from nrtrec.cli.errors import fail
+from nrtrec.cli.errors import fail, load_settings
 
 
 def bulk_command(
@@ -40,13 +40,12 @@ def bulk_command(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from nrtrec.core.settings import Settings
     from nrtrec.inference.errors import InferenceError
     from nrtrec.streaming.bulk import BulkError, load_snapshots, run_bulk
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    settings = Settings()
+    settings = load_settings()
     console = Console(stderr=True)
     try:
         with Progress(
@@ -97,10 +96,9 @@ def replay_command(
 
     from rich.progress import Progress
 
-    from nrtrec.core.settings import Settings
     from nrtrec.streaming.replay import replay_clicks, replay_listings
 
-    settings = Settings()
+    settings = load_settings()
     with Progress() as bar:
         if listings:
             task = bar.add_task("listings", total=None)
@@ -127,11 +125,10 @@ def jobs_keep() -> None:
     """Keep both streaming jobs running: submit one that is gone from its newest checkpoint
     (`nrtrec up` runs this under supervision)."""
     from nrtrec.core import logs
-    from nrtrec.core.settings import Settings
     from nrtrec.deploy.services.flink import FlinkService
     from nrtrec.streaming.submit import keep_jobs
 
-    settings = Settings()
+    settings = load_settings()
     logs.configure(settings.log_format)
     keep_jobs(settings, FlinkService(settings))
 
@@ -139,10 +136,9 @@ def jobs_keep() -> None:
 @jobs_app.command("ensure")
 def jobs_ensure() -> None:
     """Submit each streaming job that is not running or restarting, once."""
-    from nrtrec.core.settings import Settings
     from nrtrec.deploy.services.flink import FlinkService
     from nrtrec.streaming.submit import ensure_jobs
 
-    settings = Settings()
+    settings = load_settings()
     for name, job_id in ensure_jobs(settings, FlinkService(settings), typer.echo).items():
         typer.echo(f"{name}: {job_id}")

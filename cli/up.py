@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from nrtrec.core.access import triton_admin_headers
 from nrtrec.core.settings import Settings
 from nrtrec.deploy import LocalRunner
 from nrtrec.deploy.services.base import Process
@@ -58,7 +59,9 @@ def ensure_models(settings: Settings, on_progress: Say = lambda m: None) -> list
         on_progress("training the first encoder pair on MovieLens-100k (about a minute)")
         config = TrainConfig(dim=settings.inference.dim, max_history=settings.inference.max_history)
         train_pair(config, settings.inference.max_tokens, repository=repository)
-    lifecycle = ModelLifecycle(repository, settings.triton.grpc_url)
+    lifecycle = ModelLifecycle(
+        repository, settings.triton.grpc_url, triton_admin_headers(settings.token)
+    )
     try:
         for version in repository.versions():
             if version not in lifecycle.served():

@@ -13,13 +13,14 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
+from nrtrec.schemas.filters import FilterLimits
 from nrtrec.schemas.partitioning import ShardMap
 from nrtrec.schemas.topics import Topic
 
@@ -125,6 +126,9 @@ class QueryNodeSettings(BaseModel):
     port: int = 8100
     # None means <run_dir>/query-node.
     data_dir: Path | None = None
+    # POST /v1/indexes/{name}/load reads snapshots only from below this folder (paths resolved,
+    # links followed, so nothing escapes it). None: the bulk backfill's out dir.
+    import_root: Path | None = None
     snapshots_keep: int = Field(default=3, ge=1, description="snapshots kept per index version")
     access_log: bool = False
 
@@ -142,6 +146,11 @@ class QueryNodeSettings(BaseModel):
     max_ef: int = Field(default=4096, ge=1, description="cap on any search's ef")
     max_k: int = Field(default=1000, ge=1)
     max_batch: int = Field(default=10_000, ge=1, description="items per upsert or delete call")
+    # A request body past this is refused (413) before it is read: 10,000 items of 64 floats.
+    max_body_bytes: int = Field(default=16 * 2**20, ge=1024)
+    # A filter holds at most this many conditions, an "in" at most this many values (422).
+    max_filter_conditions: int = Field(default=32, ge=1)
+    max_filter_values: int = Field(default=256, ge=1)
     # A filtered graph search walks about ef / (matching fraction) nodes and calls back into
     # Python for each, so a tight filter is answered by exact search over the matching items.
     exact_search_max_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
@@ -171,6 +180,9 @@ class QueryNodeSettings(BaseModel):
     snapshot_every_deltas: int | None = Field(
         default=50_000, ge=1, description="also after this many applied deltas"
     )
+
+    def filter_limits(self) -> FilterLimits:
+        return FilterLimits(self.max_filter_conditions, self.max_filter_values)
 
 
 class GatewaySettings(BaseModel):
@@ -279,6 +291,8 @@ class AppSettings(BaseModel):
     search_timeout_s: float = Field(default=0.1, gt=0)
     default_k: int = Field(default=10, ge=1)
     max_k: int = Field(default=100, ge=1)
+    # A request body past this is refused (413) before it is read: a click event is ~200 bytes.
+    max_body_bytes: int = Field(default=64 * 2**10, ge=1024)
     access_log: bool = False
     # Versions with a live index (GET /v1/indexes) are cached this long between listings.
     versions_ttl_s: float = Field(default=1.0, gt=0)
@@ -334,7 +348,12 @@ class Settings(BaseSettings):
         default=Path.home() / ".cache" / "nrtrec",
         description="downloaded jars and built binaries, shared by every run",
     )
-    token: str | None = Field(default=None, description="bearer token for write/admin endpoints")
+    token: str | None = Field(
+        default=None, description="bearer token for write/admin endpoints (never empty)"
+    )
+    # A click event dated further ahead than this is refused (422, or a dead letter): it would
+    # pin its item at the top of its user's history. Older ones are fine (late arrivals).
+    max_clock_skew_s: float = Field(default=5.0, ge=0)
     startup_timeout_s: float = 180.0
     log_format: Literal["json", "text"] = Field(
         default="json", description="logs of the long-running services: one JSON object a line"
@@ -354,6 +373,16 @@ class Settings(BaseSettings):
     streaming: StreamingSettings = StreamingSettings()
     app: AppSettings = AppSettings()
 
+    @field_validator("token")
+    @classmethod
+    def _token_not_empty(cls, token: str | None) -> str | None:
+        # An empty token would read as "no token" somewhere and as a token elsewhere.
+        if token is not None and not token.strip():
+            raise ValueError(
+                'the token is empty (NRTREC_TOKEN=""?): give a secret, or unset it for an open API'
+            )
+        return token
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -369,6 +398,14 @@ class Settings(BaseSettings):
             # override what it chose for this child (a port, a shard's partitions).
             return (init_settings, _SettingsFile(settings_cls, Path(path)))
         return (init_settings, env_settings, dotenv_settings, file_secret_settings)
+
+    def bulk_out_dir(self) -> Path:
+        """Where a bulk run writes its snapshots and ``bulk.json``."""
+        return self.streaming.bulk_dir or self.run_dir / "bulk"
+
+    def snapshot_import_root(self) -> Path:
+        """Below which a query node reads snapshots it is asked to load: the bulk out dir."""
+        return self.query_node.import_root or self.bulk_out_dir()
 
     def shard_urls(self) -> list[list[str]]:
         """Per query-node shard, the base URLs of its replicas: ``gateway.shards`` when

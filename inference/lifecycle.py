@@ -18,9 +18,18 @@ from nrtrec.inference.triton_repository import set_served_versions
 
 
 class ModelLifecycle:
-    def __init__(self, repository: ModelRepository, triton_grpc_url: str):
+    """``admin_headers``: Triton's model control is an admin API behind a key derived from the
+    run's token (``core.access.triton_admin_headers``)."""
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        triton_grpc_url: str,
+        admin_headers: dict[str, str] | None = None,
+    ):
         self.repository = repository
         self.client = grpcclient.InferenceServerClient(url=triton_grpc_url)
+        self.headers = admin_headers or {}
 
     def register(self, weights: TowerWeights, version: int | None = None) -> int:
         """Write a new encoder pair into the repository; not served until :meth:`load`."""
@@ -55,9 +64,9 @@ class ModelLifecycle:
             try:
                 if versions:
                     set_served_versions(self.repository.path, name, sorted(versions))
-                    self.client.load_model(name)
+                    self.client.load_model(name, headers=self.headers)
                 else:
-                    self.client.unload_model(name)
+                    self.client.unload_model(name, headers=self.headers)
             except InferenceServerException as e:
                 raise EncoderUnavailable(
                     f"Triton could not apply versions {sorted(versions)} to {name}: {e.message()}"

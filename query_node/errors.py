@@ -29,3 +29,14 @@ class IndexExists(QueryNodeError):
             f"index {name!r} version {model_version} already exists"
             + (f" with another spec: {reason}" if reason else "")
         )
+
+
+class BatchTooLarge(QueryNodeError):
+    """More items in one call than ``query_node.max_batch`` (answered 413)."""
+
+    code = "too_large"
+
+    @classmethod
+    def check(cls, n: int, limit: int) -> None:
+        if n > limit:
+            raise cls(f"at most {limit} items per call, got {n}; split the batch")

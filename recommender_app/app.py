@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from nrtrec.core.settings import Settings
+from nrtrec.core.web.limits import BodyLimitMiddleware
 from nrtrec.core.web.timing import LatencyMiddleware
 from nrtrec.query_node.client import QueryClient
 from nrtrec.recommender_app import errors
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None, store: UserVectorStore | None =
     )
     errors.install(app)
     app.add_middleware(LatencyMiddleware, request_seconds=metrics.request_seconds)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.app.max_body_bytes)
     app.include_router(health.router)
     app.include_router(recommend.router)
     app.include_router(events.router)

@@ -16,9 +16,7 @@ from nrtrec.recommender_app.service import Recommender
 from nrtrec.recommender_app.store import AsyncStore
 from nrtrec.recommender_app.timing import Timings
 from nrtrec.recommender_app.versions import LiveVersions
-
-# A user or item id as the schemas define it: no leading or trailing whitespace.
-ID_PATTERN = r"^\S(.*\S)?$"
+from nrtrec.schemas.types import ID_MAX_LENGTH, ID_PATTERN
 
 
 @dataclass
@@ -43,11 +41,14 @@ async def _timings(request: Request) -> Timings:
 
 AppServices = Annotated[Services, Depends(_services)]
 RequestTimings = Annotated[Timings, Depends(_timings)]
+# Ids as the schemas define them, so that a path can name every id a write accepted.
 UserId = Annotated[
-    str, Path(min_length=1, max_length=256, pattern=ID_PATTERN, description="a user id")
+    str,
+    Path(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN, description="a user id"),
 ]
 ItemId = Annotated[
-    str, Path(min_length=1, max_length=256, pattern=ID_PATTERN, description="an item id")
+    str,
+    Path(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN, description="an item id"),
 ]
 
 # Query parameters of the recommendation endpoints that are not attribute filters.
@@ -58,10 +59,10 @@ def parse_k(raw: str | None, settings: Settings) -> int:
     app = settings.app
     if raw is None:
         return app.default_k
-    try:
-        k = int(raw)
-    except ValueError:
-        raise BadParameter(f"k must be an integer, got {raw!r}") from None
+    # Digits only: int() would also read " 10", "+10" and "1_0".
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
+        raise BadParameter(f"k must be an integer between 1 and {app.max_k}, got {raw[:20]!r}")
+    k = int(raw)
     if not 1 <= k <= app.max_k:
         raise BadParameter(f"k must be between 1 and {app.max_k}, got {k}")
     return k

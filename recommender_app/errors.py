@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from nrtrec.core.web.errors import error_response, install_common
 from nrtrec.recommender_app.clicks import PublishFailed
-from nrtrec.schemas.errors import InvalidFilter
+from nrtrec.schemas.errors import InvalidFilter, InvalidRecord
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,7 @@ class BadParameter(ValueError):
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(InvalidFilter, _bad_filter)
+    app.add_exception_handler(InvalidRecord, _bad_event)
     app.add_exception_handler(BadParameter, _bad_parameter)
     app.add_exception_handler(PublishFailed, _publish_failed)
     install_common(app, "the app")
@@ -27,6 +28,11 @@ def install(app: FastAPI) -> None:
 
 async def _bad_filter(request: Request, exc: Exception) -> JSONResponse:
     return error_response(400, "invalid_filter", str(exc))
+
+
+async def _bad_event(request: Request, exc: Exception) -> JSONResponse:
+    # Valid as JSON and as a model, refused by a check that needs the app (its clock).
+    return error_response(422, "invalid_event", str(exc))
 
 
 async def _bad_parameter(request: Request, exc: Exception) -> JSONResponse:

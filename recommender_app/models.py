@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
 from nrtrec.schemas import Action, ClickEvent
-from nrtrec.schemas.types import Id, Record, TimestampMs
+from nrtrec.schemas.types import Count, Id, Record
 
 
 class Source(StrEnum):
@@ -67,15 +66,16 @@ class ClickIn(Record):
     user_id: Id
     item_id: Id
     action: Action = Action.CLICK
-    ts: TimestampMs | None = None
+    # A JSON integer (ms since the epoch), as every integer of a request body.
+    ts: Count | None = Field(default=None, ge=0)
 
-    def event(self) -> ClickEvent:
+    def event(self, now_ms: int) -> ClickEvent:
         return ClickEvent(
             event_id=self.event_id or str(uuid.uuid4()),
             user_id=self.user_id,
             item_id=self.item_id,
             action=self.action,
-            ts=self.ts if self.ts is not None else time.time_ns() // 1_000_000,
+            ts=self.ts if self.ts is not None else now_ms,
         )
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from nrtrec.schemas.errors import InvalidRecord
 from nrtrec.schemas.types import Id, Record, TimestampMs
 
 
@@ -28,6 +29,18 @@ class ClickEvent(Record):
 
     def key(self) -> str:
         return self.user_id
+
+    def check_clock(self, now_ms: int, max_skew_s: float) -> ClickEvent:
+        """This click, unless its ``ts`` is more than ``max_skew_s`` ahead of ``now_ms``
+        (``InvalidRecord``): a history is ordered by ``ts``, so a click dated tomorrow would
+        stay its user's newest view until tomorrow. Any age is fine: clicks arrive late."""
+        ahead_s = (self.ts - now_ms) / 1000
+        if ahead_s > max_skew_s:
+            raise InvalidRecord(
+                "ClickEvent",
+                [f"ts: {ahead_s:.1f} s ahead of the receiver's clock (at most {max_skew_s:g} s)"],
+            )
+        return self
 
 
 class ListingOp(StrEnum):

@@ -68,6 +68,27 @@ class Condition:
 
 
 @dataclass(frozen=True, slots=True)
+class FilterLimits:
+    """How wide a filter may be (``query_node.max_filter_*`` in settings). Its depth is fixed
+    by the grammar: an attribute's operands are scalars, or a list of them for ``in``."""
+
+    max_conditions: int = 32
+    max_values: int = 256
+
+    def check(self, conditions: Iterable[Condition]) -> None:
+        conditions = tuple(conditions)
+        if len(conditions) > self.max_conditions:
+            raise InvalidFilter(
+                f"{len(conditions)} conditions; a filter holds at most {self.max_conditions}"
+            )
+        for c in conditions:
+            if c.op is Op.IN and len(c.operand) > self.max_values:
+                raise InvalidFilter(
+                    f"{c.attribute}: 'in' with {len(c.operand)} values; at most {self.max_values}"
+                )
+
+
+@dataclass(frozen=True, slots=True)
 class Filter:
     conditions: tuple[Condition, ...] = ()
 
@@ -94,10 +115,17 @@ class Filter:
         return {name: spec["eq"] if list(spec) == ["eq"] else spec for name, spec in out.items()}
 
 
-def parse_filter(raw: Mapping[str, Any] | Filter | None) -> Filter:
-    """A ``Filter`` from its JSON form; raises ``InvalidFilter`` naming the bad part."""
-    if raw is None or isinstance(raw, Filter):
-        return raw or Filter()
+def parse_filter(
+    raw: Mapping[str, Any] | Filter | None, limits: FilterLimits | None = None
+) -> Filter:
+    """A ``Filter`` from its JSON form; raises ``InvalidFilter`` naming the bad part, or the
+    limit it passes."""
+    if isinstance(raw, Filter):
+        if limits is not None:
+            limits.check(raw.conditions)
+        return raw
+    if raw is None:
+        return Filter()
     if not isinstance(raw, Mapping):
         raise InvalidFilter(f"a filter is an object of attribute conditions, got {_kind(raw)}")
     conditions: list[Condition] = []
@@ -112,6 +140,9 @@ def parse_filter(raw: Mapping[str, Any] | Filter | None) -> Filter:
             raise InvalidFilter(f"{attribute}: a list needs an operator: {{'in': [...]}}")
         else:
             conditions.append(_condition(attribute, Op.EQ.value, spec))
+        if limits is not None:
+            # Checked as it grows: a huge filter is refused before it is all parsed.
+            limits.check(conditions)
     return Filter(tuple(conditions))
 
 
@@ -168,7 +199,9 @@ AttributeType = Literal["string", "number"]
 
 
 def filter_from_query(
-    params: Iterable[tuple[str, str]], attributes: Mapping[str, AttributeType]
+    params: Iterable[tuple[str, str]],
+    attributes: Mapping[str, AttributeType],
+    limits: FilterLimits | None = None,
 ) -> Filter:
     """The filter of query parameters (name, value pairs, repeats allowed) on the attributes
     ``attributes`` names with their type; raises ``InvalidFilter`` saying what is wrong.
@@ -219,6 +252,8 @@ def filter_from_query(
             conditions.append(Condition(attribute, Op.IN, tuple(values)))
     for attribute, given in ops.items():
         conditions.extend(Condition(attribute, op, operand) for op, operand in given.items())
+    if limits is not None:
+        limits.check(conditions)
     return Filter(tuple(conditions))
 
 

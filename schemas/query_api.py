@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from nrtrec.schemas.types import Id, ModelVersion, Record, Vector
+from nrtrec.schemas.types import Count, Id, Record, Vector, VersionParam
 
 INDEX_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
@@ -36,12 +36,12 @@ class Metric(StrEnum):
 class CreateIndexRequest(Record):
     """``PUT /v1/indexes/{name}``; absent HNSW parameters take the node's defaults."""
 
-    dim: int = Field(ge=1, le=4096)
+    dim: Count = Field(ge=1, le=4096)
     metric: Metric
-    model_version: ModelVersion
-    M: int | None = Field(default=None, ge=2, le=256)
-    ef_construction: int | None = Field(default=None, ge=1, le=10_000)
-    max_elements: int | None = Field(default=None, ge=1, le=100_000_000)
+    model_version: VersionParam
+    M: Count | None = Field(default=None, ge=2, le=256)
+    ef_construction: Count | None = Field(default=None, ge=1, le=10_000)
+    max_elements: Count | None = Field(default=None, ge=1, le=100_000_000)
 
 
 class IndexInfo(BaseModel):
@@ -65,14 +65,14 @@ class UpsertRequest(Record):
 
     items: list[UpsertItem] = Field(min_length=1)
     # Absent: the newest version of the index.
-    model_version: ModelVersion | None = None
+    model_version: VersionParam | None = None
 
 
 class DeleteRequest(Record):
     """``POST /v1/indexes/{name}/delete``; unknown ids are ignored (a delete is idempotent)."""
 
     ids: list[Id] = Field(min_length=1)
-    model_version: ModelVersion | None = None
+    model_version: VersionParam | None = None
 
 
 class WriteResult(BaseModel):
@@ -84,14 +84,15 @@ class WriteResult(BaseModel):
 
 
 class SearchRequest(Record):
-    """``POST /v1/indexes/{name}/search``; ``k`` is bounded by the node's settings (400)."""
+    """``POST /v1/indexes/{name}/search``; ``k`` and ``ef`` are JSON integers (422 otherwise),
+    bounded by the node's settings (400)."""
 
     vector: Vector
-    k: int = 10
-    ef: int | None = None
+    k: Count = 10
+    ef: Count | None = None
     filter: FilterJson | None = None
     # Absent: the newest live version of the index.
-    model_version: ModelVersion | None = None
+    model_version: VersionParam | None = None
     # Each hit then carries its item's attributes (titles for a page, without a second call).
     include_attributes: bool = False
 
@@ -119,7 +120,7 @@ class ItemsRequest(Record):
 
     ids: list[Id] = Field(min_length=1)
     # Absent: the newest live version of the index.
-    model_version: ModelVersion | None = None
+    model_version: VersionParam | None = None
 
 
 class StoredItem(BaseModel):
@@ -175,7 +176,7 @@ class LoadRequest(Record):
         description="a snapshot store's data dir: the newest snapshot of the index there",
     )
     # With snapshot_dir, absent: every version of the index found there.
-    model_version: ModelVersion | None = None
+    model_version: VersionParam | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> LoadRequest:

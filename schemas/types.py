@@ -2,16 +2,48 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-Id = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^\S(.*\S)?$")]
-"""An id is a non-empty string without leading or trailing whitespace."""
+# Not "/": the API's path routes (``/v1/similar/{item_id}``) could not address such an id; not
+# control characters (C0, DEL, C1): they break logs, keys and terminals.
+_ID_CHAR = r"[^/\x00-\x1f\x7f-\x9f]"
+_ID_EDGE = r"[^\s/\x00-\x1f\x7f-\x9f]"
+ID_MAX_LENGTH = 256
+ID_PATTERN = rf"^{_ID_EDGE}(?:{_ID_CHAR}*{_ID_EDGE})?$"
+
+_ID = re.compile(ID_PATTERN)
+
+
+def _check_id(value: str) -> str:
+    # pydantic's own pattern error would quote the regex; this says the rule.
+    if not _ID.match(value):
+        raise ValueError('an id has no "/", no control characters and no whitespace at either end')
+    return value
+
+
+Id = Annotated[
+    str,
+    Field(min_length=1, max_length=ID_MAX_LENGTH, json_schema_extra={"pattern": ID_PATTERN}),
+    AfterValidator(_check_id),
+]
+"""An id is 1 to 256 characters, no "/" and no control characters, no whitespace at either end.
+A contract, not a setting: a record one service accepts must be one every other accepts."""
+
+Count = Annotated[int, Field(strict=True)]
+"""An integer request parameter given as a JSON integer: ``"10"``, ``10.0`` and ``true`` are
+mistakes, answered 422 rather than read as 10 (or 1)."""
 
 TimestampMs = Annotated[int, Field(ge=0, description="milliseconds since the Unix epoch")]
 
 ModelVersion = Annotated[int, Field(ge=1, description="Triton version of the encoder pair")]
+
+VersionParam = Annotated[
+    int, Field(strict=True, ge=1, description="Triton version of the encoder pair")
+]
+"""``ModelVersion`` in a request body: a JSON integer only (see ``Count``)."""
 
 Vector = Annotated[
     list[Annotated[float, Field(allow_inf_nan=False)]],

@@ -44,7 +44,9 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
         # ("body", "items", 0, "vector") -> "items.0.vector"; query and path keep their prefix.
         loc = [str(p) for p in e.get("loc", ())]
         where = ".".join(loc[1:] if loc[:1] == ["body"] else loc) or "body"
-        problems.append(f"{where}: {e.get('msg', 'invalid')}")
+        # A validator's own ValueError reads better without pydantic's "Value error, ".
+        message = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        problems.append(f"{where}: {message}")
     return error_response(422, "invalid_request", "; ".join(problems) or "invalid request")
 
 

@@ -19,8 +19,15 @@ SERVICE_TYPES: dict[str, type[Service]] = {
 
 def default_services(settings: Settings) -> list[Service]:
     """Everything `nrtrec up` starts, in start order: infrastructure, then query nodes (one
-    per shard replica), the gateway in front of them, and the recommender app."""
-    infrastructure = [cls(settings) for cls in SERVICE_TYPES.values()]
+    per shard replica), the gateway in front of them, and the recommender app.
+
+    The Couchbase test server only when it is the store (``user_store.backend``): it binds its
+    REST port on every interface, with fixed credentials, and nothing else needs it."""
+    infrastructure = [
+        cls(settings)
+        for cls in SERVICE_TYPES.values()
+        if cls is not CouchbaseService or settings.user_store.backend == "couchbase"
+    ]
     local = settings.local
     nodes = [
         QueryNodeService(settings, n)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from nrtrec.core.access import TRITON_ADMIN_HEADER, TRITON_RESTRICTED_APIS, triton_admin_key
 from nrtrec.deploy.errors import InstallFailed, ServiceFailed
 from nrtrec.deploy.services.base import Process, Service
 
@@ -146,6 +147,7 @@ class TritonService(Service):
             str(self.binary),
             f"--model-repository={self.model_repository}",
             "--model-control-mode=explicit",
+            *self._restricted(),
             # At every start, each model of the repository at the versions its config serves:
             # a restarted server serves what the one before did, with nobody to ask it.
             "--load-model=*",
@@ -170,6 +172,17 @@ class TritonService(Service):
             "--exit-timeout-secs=10",
         ]  # fmt: skip
         return [Process(self.name, argv, env=self.environment(), cwd=self.data_dir)]
+
+    def _restricted(self) -> list[str]:
+        """Model control and the other admin APIs want the key derived from the run's token."""
+        if self.settings.token is None:
+            return []
+        key, value = TRITON_ADMIN_HEADER, triton_admin_key(self.settings.token)
+        apis = ",".join(TRITON_RESTRICTED_APIS)
+        return [
+            f"--http-restricted-api={apis}:{key}={value}",
+            f"--grpc-restricted-protocol={apis}:{key}={value}",
+        ]
 
     def environment(self) -> dict[str, str]:
         """What the server and its Python stubs need on top of the caller's environment."""

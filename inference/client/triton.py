@@ -135,13 +135,21 @@ class TritonEncoder(Encoder):
 
 
 def ready_versions(client: grpcclient.InferenceServerClient) -> set[int]:
-    """Versions whose item and user encoders are both READY on the server."""
-    index = client.get_model_repository_index(as_json=True)
-    ready: dict[str, set[int]] = {ITEM_ENCODER: set(), USER_ENCODER: set()}
-    for model in index.get("models", []):
-        if model.get("state") == "READY" and model.get("name") in ready:
-            ready[model["name"]].add(int(model["version"]))
-    return ready[ITEM_ENCODER] & ready[USER_ENCODER]
+    """Versions whose item and user encoders are both served (READY).
+
+    Read from each model's metadata (its ``versions``: those available), an open API: the
+    repository index is an admin one, behind the run's key (``core.access``).
+    """
+    served = []
+    for name in (ITEM_ENCODER, USER_ENCODER):
+        try:
+            metadata = client.get_model_metadata(name, as_json=True)
+        except InferenceServerException as e:
+            if "unknown model" in (e.message() or "").lower() or "not found" in str(e).lower():
+                return set()  # not loaded at all
+            raise
+        served.append({int(v) for v in metadata.get("versions", [])})
+    return served[0] & served[1]
 
 
 def _dtype(array: np.ndarray) -> str:

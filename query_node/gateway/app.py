@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic_core import from_json, to_json
 
 from nrtrec.core.settings import Settings
+from nrtrec.core.web.limits import BodyLimitMiddleware
 from nrtrec.core.web.timing import LatencyMiddleware
 from nrtrec.query_node.gateway.service import Gateway
 from nrtrec.query_node.gateway.shards import GatewayError, ShardRejected
@@ -199,6 +200,7 @@ def create_gateway_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(ShardRejected, _shard_rejected)
     app.add_middleware(LatencyMiddleware, request_seconds=gateway.metrics.request_seconds)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.query_node.max_body_bytes)
     app.include_router(health)
     app.include_router(indexes)
     return app

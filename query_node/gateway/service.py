@@ -16,8 +16,9 @@ from typing import Any
 import aiohttp
 from pydantic_core import from_json, to_json
 
-from nrtrec.ann import InvalidVector, OutOfRange
+from nrtrec.ann import InvalidVector
 from nrtrec.core.settings import Settings
+from nrtrec.query_node.errors import BatchTooLarge
 from nrtrec.query_node.gateway.merge import merge_hits, merge_listings
 from nrtrec.query_node.gateway.metrics import GatewayMetrics
 from nrtrec.query_node.gateway.shards import (
@@ -30,6 +31,7 @@ from nrtrec.query_node.gateway.shards import (
     ShardsFailed,
     Upstream,
 )
+from nrtrec.schemas.filters import parse_filter
 from nrtrec.schemas.partitioning import ShardMap
 from nrtrec.schemas.query_api import (
     CreateIndexRequest,
@@ -202,6 +204,8 @@ class Gateway:
         """Every shard's top k merged into the top k; a shard that cannot answer is left out
         and named (``partial``), unless none can."""
         path = f"/v1/indexes/{name}/search"
+        # Refused here, as each shard would, rather than fanned out to be refused N times.
+        parse_filter(body.filter, self.settings.query_node.filter_limits())
         request = body.model_dump(exclude_none=True)
         if not body.include_attributes:
             # Left out when off, so nodes that predate the field still accept the request.
@@ -369,9 +373,7 @@ class Gateway:
 
     def _check_batch(self, n: int) -> None:
         # The node's own limit, checked before any shard takes its part.
-        limit = self.settings.query_node.max_batch
-        if n > limit:
-            raise OutOfRange(f"at most {limit} items per call, got {n}; split the batch")
+        BatchTooLarge.check(n, self.settings.query_node.max_batch)
 
     async def upsert(self, name: str, body: UpsertRequest) -> Json:
         self._check_batch(len(body.items))

@@ -19,6 +19,7 @@ from typing import TypedDict
 from fastapi import FastAPI
 
 from nrtrec.core.settings import Settings
+from nrtrec.core.web.limits import BodyLimitMiddleware
 from nrtrec.core.web.timing import LatencyMiddleware
 from nrtrec.query_node.declarations import Declarations
 from nrtrec.query_node.deltas import DeltaConsumer, Snapshotter
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None, registry: IndexRegistry | None 
     )
     errors.install(app)
     app.add_middleware(LatencyMiddleware, request_seconds=metrics.request_seconds)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=qn.max_body_bytes)
     app.include_router(health.router)
     app.include_router(indexes.router)
     app.include_router(loading.router)

@@ -22,6 +22,7 @@ STATUS: dict[type[Exception], int] = {
     DeclarationFailed: 503,
     errors.IndexNotFound: 404,
     errors.IndexExists: 409,
+    errors.BatchTooLarge: 413,
     ann.InvalidSpec: 422,
     ann.InvalidVector: 422,
     InvalidFilter: 422,

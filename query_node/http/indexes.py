@@ -16,7 +16,8 @@ from pydantic import ValidationError
 from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
-from nrtrec.ann import IndexBusy, OutOfRange, VectorIndex
+from nrtrec.ann import IndexBusy, VectorIndex
+from nrtrec.query_node.errors import BatchTooLarge
 from nrtrec.query_node.http.deps import (
     TOKEN_REQUIRED,
     IndexNameParam,
@@ -59,9 +60,7 @@ def info(index: VectorIndex) -> IndexInfo:
 def _check_batch(node: QueryNode, n: int) -> None:
     # Bounds one request's memory and how long its write holds the index; in-process callers
     # (a bulk loader) may pass bigger batches.
-    limit = node.settings.query_node.max_batch
-    if n > limit:
-        raise OutOfRange(f"at most {limit} items per call, got {n}; split the batch")
+    BatchTooLarge.check(n, node.settings.query_node.max_batch)
 
 
 @router.get("")

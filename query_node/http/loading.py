@@ -44,8 +44,17 @@ NodeSnapshotter = Annotated[Snapshotter, Depends(_snapshotter)]
 def load(
     name: IndexNameParam, body: LoadRequest, node: Node, snapshotter: NodeSnapshotter
 ) -> LoadResult | JSONResponse:
+    if node.settings.token is None:
+        # Reading files the caller names is for a node whose writes are closed, and only then.
+        return error_response(
+            403, "forbidden", "loading snapshots needs a node started with a token"
+        )
     try:
-        found = _read(node, name, body)
+        source = _inside_import_root(node, body)
+    except PermissionError as e:
+        return error_response(403, "outside_import_root", str(e))
+    try:
+        found = _read(node, name, body, source)
     except FileNotFoundError as e:
         return error_response(404, "not_found", str(e))
     except (QueryNodeError, AnnError, OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
@@ -73,16 +82,29 @@ def load(
     return LoadResult(loaded=loaded)
 
 
-def _read(node: QueryNode, name: str, body: LoadRequest) -> list[tuple[VectorIndex, Snapshot]]:
+def _inside_import_root(node: QueryNode, body: LoadRequest) -> Path:
+    """The folder asked for, resolved (``..`` and links followed); ``PermissionError`` unless
+    it lies below the node's import root (``query_node.import_root``)."""
+    root = node.settings.snapshot_import_root().resolve()
+    asked = Path(body.path if body.path is not None else body.snapshot_dir or "")
+    resolved = asked.resolve()
+    if not resolved.is_relative_to(root):
+        raise PermissionError(f"{asked} is outside this node's import root {root}")
+    return resolved
+
+
+def _read(
+    node: QueryNode, name: str, body: LoadRequest, source: Path
+) -> list[tuple[VectorIndex, Snapshot]]:
     settings = node.settings.query_node
     if body.path is not None:
-        path = Path(body.path)
+        path = source
         if not (path / "meta.json").is_file():
-            raise FileNotFoundError(f"no snapshot at {path} (no meta.json)")
+            raise FileNotFoundError(f"no snapshot at {body.path} (no meta.json)")
         # The folder itself, not the newest of its index: the caller chose this one.
         found = [SnapshotStore(path.parent, settings).load_path(path)]
     else:
-        store = SnapshotStore(Path(body.snapshot_dir or ""), settings)
+        store = SnapshotStore(source, settings)
         stored = store.keys()  # (name, version) pairs
         versions = [v for n, v in stored if n == name]
         if body.model_version is not None:

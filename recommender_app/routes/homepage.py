@@ -14,9 +14,10 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from nrtrec.recommender_app.deps import ID_PATTERN, AppServices
+from nrtrec.recommender_app.deps import AppServices
 from nrtrec.recommender_app.timing import Timings
 from nrtrec.schemas.filters import Filter
+from nrtrec.schemas.types import ID_MAX_LENGTH, ID_PATTERN
 
 HERE = Path(__file__).resolve().parent.parent
 STATIC_DIR = HERE / "static"
@@ -30,7 +31,8 @@ _templates = Environment(
 )
 
 UserQuery = Annotated[
-    str | None, Query(min_length=1, max_length=256, pattern=ID_PATTERN, description="a user id")
+    str | None,
+    Query(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN, description="a user id"),
 ]
 
 

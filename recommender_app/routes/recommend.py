@@ -37,7 +37,10 @@ def _query(request: Request, services: Services) -> tuple[int, Filter]:
     params = request.query_params
     k = parse_k(params.get("k"), services.settings)
     pairs = [(name, value) for name, value in params.multi_items() if name not in RESERVED]
-    return k, filter_from_query(pairs, services.settings.app.filter_attributes)
+    settings = services.settings
+    # The nodes' own limits: a filter they would refuse is refused here, before any search.
+    limits = settings.query_node.filter_limits()
+    return k, filter_from_query(pairs, settings.app.filter_attributes, limits)
 
 
 def _respond(endpoint: str, answer: Answer, services: Services, t: Timings) -> Response:

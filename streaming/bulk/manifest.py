@@ -68,4 +68,4 @@ def write_manifest(path: Path, manifest: BulkManifest) -> None:
 
 
 def default_out_dir(settings: Settings) -> Path:
-    return settings.streaming.bulk_dir or settings.run_dir / "bulk"
+    return settings.bulk_out_dir()

@@ -116,14 +116,15 @@ def dead_letter_sink(settings: Settings) -> KafkaSink:
 class ParseEvents(ProcessFunction):
     """Values -> (key, event JSON); invalid ones to the dead-letter side output."""
 
-    def __init__(self, topic: Topic, source_topic: str):
+    def __init__(self, topic: Topic, source_topic: str, max_clock_skew_s: float | None = None):
         self.topic = topic
         self.source_topic = source_topic
+        self.max_clock_skew_s = max_clock_skew_s
 
     def process_element(self, value, ctx):
         from nrtrec.streaming.parsing import parse
 
-        event = parse(self.topic, value, self.source_topic)
+        event = parse(self.topic, value, self.source_topic, self.max_clock_skew_s)
         if isinstance(event, DeadLetter):
             yield DEAD_LETTERS, event.model_dump_json()
         else:

@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
 
     clicks = from_kafka(env, kafka_source(settings, Topic.CLICKS), "clicks")
     parsed = clicks.process(
-        ParseEvents(Topic.CLICKS, settings.topics.clicks),
+        ParseEvents(Topic.CLICKS, settings.topics.clicks, settings.max_clock_skew_s),
         output_type=Types.TUPLE([Types.STRING(), Types.STRING()]),
     ).name("parse-clicks")
     (

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from nrtrec.core.access import triton_admin_headers
 from nrtrec.core.settings import InferenceSettings, Settings
 from nrtrec.inference.client import LocalEncoder
 from nrtrec.inference.client.triton import TritonEncoder
@@ -41,7 +42,8 @@ class TestTriton:
     @pytest.fixture(scope="class")
     def triton(self, stack, trained_models, test_settings: Settings) -> TritonEncoder:
         endpoint = stack.triton()
-        lifecycle = ModelLifecycle(trained_models.repository, endpoint.grpc_url)
+        headers = triton_admin_headers(test_settings.token)
+        lifecycle = ModelLifecycle(trained_models.repository, endpoint.grpc_url, headers)
         lifecycle.load(1)
         lifecycle.load(2)
         encoder = TritonEncoder(InferenceSettings(batch_size=32), endpoint.grpc_url)
@@ -132,7 +134,8 @@ class TestTriton:
     def test_register_load_and_unload_a_version_while_serving(
         self, stack, trained_models, triton: TritonEncoder
     ) -> None:
-        lifecycle = ModelLifecycle(trained_models.repository, stack.triton().grpc_url)
+        headers = triton_admin_headers(stack.settings.token)
+        lifecycle = ModelLifecycle(trained_models.repository, stack.triton().grpc_url, headers)
         try:
             version = lifecycle.register(trained_models.weights[1])
             assert version == 3

@@ -1,8 +1,10 @@
 """`nrtrec up | status | down` as a user runs them: the whole stack, then nothing left."""
 
 import contextlib
+import ipaddress
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +19,9 @@ from tests.waiting import wait_until
 pytestmark = pytest.mark.integration
 
 # Two shards of two replicas each: query node n is replica n % 2 of shard n // 2.
+# No Couchbase test server: Redis is the store unless Couchbase is chosen.
 SERVICES = {
-    "kafka", "flink", "triton", "redis", "couchbase", "query-node-0", "query-node-1",
+    "kafka", "flink", "triton", "redis", "query-node-0", "query-node-1",
     "query-node-2", "query-node-3", "gateway", "app",
 }  # fmt: skip
 
@@ -63,6 +66,45 @@ def cli_env(tmp_path):
     _nrtrec(env, "down")
 
 
+def _process_tree(pids: list[int]) -> list[psutil.Process]:
+    """The services' processes and everything their supervisord runs (its event listener, the
+    jobs keeper, the replay), with all their children."""
+    roots = {}
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc = psutil.Process(pid)
+            parent = proc.parent()
+            if parent is not None and "supervisord" in " ".join(parent.cmdline()):
+                proc = parent
+            roots[proc.pid] = proc
+    procs = {}
+    for root in roots.values():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for proc in [root, *root.children(recursive=True)]:
+                procs[proc.pid] = proc
+    return list(procs.values())
+
+
+def _is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%")[0])
+    # Java binds 127.0.0.1 on a dual-stack socket: it shows as ::ffff:127.0.0.1.
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
+def _listening(procs: list[psutil.Process]) -> list[tuple[str, int, str, int]]:
+    """(process name, pid, address, port) of every TCP listener and bound UDP socket."""
+    found = []
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
+            for conn in proc.net_connections(kind="inet"):
+                tcp_listen = conn.status == psutil.CONN_LISTEN
+                udp_bound = conn.type == socket.SOCK_DGRAM and not conn.raddr
+                if (tcp_listen or udp_bound) and conn.laddr:
+                    found.append((proc.name(), proc.pid, conn.laddr.ip, conn.laddr.port))
+    return found
+
+
 def test_up_status_down(cli_env):
     up = _nrtrec(cli_env, "up")
     assert up.returncode == 0, up.stderr + up.stdout
@@ -78,6 +120,13 @@ def test_up_status_down(cli_env):
     named = ("flink", "triton", "gateway", "query-node-0", "app")
     http = [r["url"] for r in rows if r["name"] in named]
     assert len(http) == len(named) and all(u.startswith("http://127.0.0.1:") for u in http)
+
+    # Every listener of every process of the stack (children included: the TaskManager's
+    # Python workers, Kafka's controller) is on loopback; not one on all interfaces.
+    listeners = _listening(_process_tree([r["pid"] for r in rows]))
+    assert len({port for *_, port in listeners}) >= len(SERVICES), listeners
+    exposed = [entry for entry in listeners if not _is_loopback(entry[2])]
+    assert exposed == [], f"listening beyond loopback: {exposed}"
 
     # The local runner configures a token: writes are closed, reads are open.
     token = (Path(cli_env["NRTREC_RUN_DIR"]) / "token").read_text().strip()
@@ -130,3 +179,15 @@ def test_help_for_every_command(cli_env):
         result = _nrtrec(cli_env, *args, "--help")
         assert result.returncode == 0, (args, result.stderr)
         assert "Usage" in result.stdout
+
+
+def test_the_listener_check_sees_a_socket_on_every_interface():
+    """The check above can fail: a socket on 0.0.0.0 in this very process is caught."""
+    with socket.socket() as wide, socket.socket() as narrow:
+        wide.bind(("0.0.0.0", 0))
+        wide.listen()
+        narrow.bind(("127.0.0.1", 0))
+        narrow.listen()
+        mine = {port: address for *_, address, port in _listening(_process_tree([os.getpid()]))}
+        assert not _is_loopback(mine[wide.getsockname()[1]])
+        assert _is_loopback(mine[narrow.getsockname()[1]])

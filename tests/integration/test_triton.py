@@ -17,6 +17,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from nrtrec.core.access import triton_admin_headers
 from nrtrec.core.settings import Settings
 from nrtrec.inference.triton_repository import TensorSpec, add_onnx_model
 from tests.waiting import poll
@@ -100,10 +101,16 @@ def client(tc, triton):
 
 
 @pytest.fixture
-def loaded(client):
+def admin(test_settings) -> dict[str, str]:
+    """Model control is an admin API: it wants the key derived from the run's token."""
+    return triton_admin_headers(test_settings.token, "http")
+
+
+@pytest.fixture
+def loaded(client, admin):
     for name in (MODEL, BATCHED):
         if not client.is_model_ready(name, "1") or not client.is_model_ready(name, "2"):
-            client.load_model(name)
+            client.load_model(name, headers=admin)
     return client
 
 
@@ -178,20 +185,35 @@ def test_wrong_shape_is_rejected_with_a_clear_message(tc, loaded):
     assert f"Expected [-1,{DIM_IN}], got [2,{DIM_IN + 1}]" in message
 
 
-def test_unload_and_load_again(tc, loaded):
+def test_model_control_without_the_run_key_is_refused(tc, loaded, admin):
+    from tritonclient.utils import InferenceServerException
+
+    for call in (loaded.unload_model, loaded.load_model):
+        with pytest.raises(InferenceServerException, match="restricted"):
+            call(MODEL)
+        with pytest.raises(InferenceServerException, match="restricted"):
+            call(MODEL, headers={next(iter(admin)): "not-the-key"})
+    assert loaded.is_model_ready(MODEL, "1")  # still served
+    # Reads stay open: health, metadata and inference need no key.
+    assert loaded.get_model_metadata(MODEL)["versions"]
+    x = np.ones((1, DIM_IN), dtype=np.float32)
+    assert infer(tc, loaded, x, "1").shape == (1, DIM_OUT)
+
+
+def test_unload_and_load_again(tc, loaded, admin):
     from tritonclient.utils import InferenceServerException
 
     x = np.ones((1, DIM_IN), dtype=np.float32)
-    loaded.unload_model(MODEL)
+    loaded.unload_model(MODEL, headers=admin)
     assert _wait(lambda: not loaded.is_model_ready(MODEL, "1"))
     with pytest.raises(InferenceServerException, match=r"unknown model|not at ready state"):
         infer(tc, loaded, x, "1")
-    loaded.load_model(MODEL)
+    loaded.load_model(MODEL, headers=admin)
     assert loaded.is_model_ready(MODEL, "1") and loaded.is_model_ready(MODEL, "2")
     assert infer(tc, loaded, x, "1").shape == (1, DIM_OUT)
 
 
-def test_triton_names_map_to_onnx_names(tc, client, test_settings, onnx_files):
+def test_triton_names_map_to_onnx_names(tc, client, admin, test_settings, onnx_files):
     name = "toy_embed_renamed"
     add_onnx_model(
         test_settings.triton.model_repository, name, 1, onnx_files[2],
@@ -199,16 +221,18 @@ def test_triton_names_map_to_onnx_names(tc, client, test_settings, onnx_files):
         [TensorSpec("embedding", np.float32, [DIM_OUT], onnx_name="y")],
         max_batch_size=8,
     )  # fmt: skip
-    client.load_model(name)
+    client.load_model(name, headers=admin)
     x = np.random.default_rng(10).standard_normal((2, DIM_IN)).astype(np.float32)
     inp = tc.InferInput("features", list(x.shape), "FP32")
     inp.set_data_from_numpy(x)
     y = client.infer(name, [inp]).as_numpy("embedding")
     assert np.allclose(y, reference(onnx_files[2], x), atol=1e-6)
-    client.unload_model(name)
+    client.unload_model(name, headers=admin)
 
 
-def test_a_config_that_does_not_fit_the_onnx_file_fails_to_load(client, test_settings, tmp_path):
+def test_a_config_that_does_not_fit_the_onnx_file_fails_to_load(
+    client, admin, test_settings, tmp_path
+):
     from tritonclient.utils import InferenceServerException
 
     name = "toy_embed_misnamed"
@@ -218,7 +242,7 @@ def test_a_config_that_does_not_fit_the_onnx_file_fails_to_load(client, test_set
         [TensorSpec("features", np.float32, [DIM_IN])], OUTPUTS, max_batch_size=8,
     )  # fmt: skip
     with pytest.raises(InferenceServerException) as e:
-        client.load_model(name)
+        client.load_model(name, headers=admin)
     assert "has no tensor named ['features']" in str(e.value)
     assert not client.is_model_ready(name)
 

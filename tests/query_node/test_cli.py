@@ -39,3 +39,21 @@ def test_query_node_command_serves_and_saves_on_stop(tmp_path: Path):
     assert process.returncode == 0, output
     # The shutdown saved the index into --data-dir.
     assert [p.name for p in (data_dir / "items" / "1").iterdir()], output
+
+
+def test_an_empty_token_is_refused_at_start_up(tmp_path: Path):
+    """Empty would read as "no token" in one place and as a token in another."""
+    nrtrec = str(Path(sys.executable).with_name("nrtrec"))
+    base = [nrtrec, "query-node", "--port", str(free_port()), "--data-dir", str(tmp_path)]
+    env = {**os.environ, "NRTREC_RUN_DIR": str(tmp_path / "run")}
+    for command, extra in (
+        (base, {"NRTREC_TOKEN": ""}),
+        (base, {"NRTREC_TOKEN": "   "}),
+        ([*base, "--token", ""], {}),
+        ([nrtrec, "gateway", "--shard", "http://127.0.0.1:1"], {"NRTREC_TOKEN": ""}),
+    ):
+        done = subprocess.run(
+            command, env={**env, **extra}, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 1, (command, extra, done.stdout, done.stderr)
+        assert "empty" in done.stderr and "Traceback" not in done.stderr, done.stderr

@@ -426,6 +426,8 @@ def test_hot_swap_serves_a_snapshot_built_elsewhere_and_replays_from_its_offsets
     tmp_path: Path, bootstrap: str, topics: Topics
 ) -> None:
     settings = settings_for(tmp_path, bootstrap, topics, partitions=[0, 1, 2, 3])
+    # Snapshots load only from below this folder.
+    settings.query_node.import_root = tmp_path / "backfill"
     producer = DeltaProducer(bootstrap, topics.deltas)
     live = random_vectors(12, DIM, seed=6)
     backfilled = random_vectors(200, DIM, seed=7)
@@ -489,9 +491,9 @@ def test_hot_swap_serves_a_snapshot_built_elsewhere_and_replays_from_its_offsets
         r = client.post("/v1/indexes/items/load", json={"snapshot_dir": str(tmp_path / "backfill")})
         assert r.status_code == 200, r.text
         assert (
-            client.post("/v1/indexes/items/load", json={"path": str(tmp_path / "nowhere")}).json()[
-                "error"
-            ]
+            client.post(
+                "/v1/indexes/items/load", json={"path": str(tmp_path / "backfill" / "no")}
+            ).json()["error"]
             == "not_found"
         )
         r = client.post("/v1/indexes/other/load", json={"path": str(built.path)})
@@ -500,6 +502,18 @@ def test_hot_swap_serves_a_snapshot_built_elsewhere_and_replays_from_its_offsets
         assert r.status_code == 422
         r = httpx.post(f"{base}/v1/indexes/items/load", json={"path": str(built.path)})
         assert r.status_code == 401
+        # Nothing outside the import root, by "..", by an absolute path or through a link.
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        (tmp_path / "backfill" / "link").symlink_to(elsewhere)
+        for path in (
+            tmp_path / "backfill" / ".." / "node",
+            elsewhere,
+            tmp_path / "backfill" / "link",
+            "relative/path",
+        ):
+            r = client.post("/v1/indexes/items/load", json={"path": str(path)})
+            assert (r.status_code, r.json()["error"]) == (403, "outside_import_root"), r.text
         wait_until("replayed again", lambda: _count(client) == 212)
 
     # Saved into the node's own data dir: a restart serves the swapped-in index.

@@ -26,6 +26,7 @@ from nrtrec.schemas.query_api import Metric
 from tests import waiting
 from tests.ann.helpers import exact_neighbours, random_vectors, recall
 from tests.conftest import free_port
+from tests.fuzzing import refuse_generated_bad_input
 from tests.query_node.helpers import stop
 
 NODE_TOKEN = "node-token"
@@ -382,7 +383,23 @@ def test_bad_input_is_a_4xx_with_the_reason(gateway, catalogue):
     )
     assert "one dimension" in detail
     ids = {"ids": [f"x{i}" for i in range(10_001)]}
-    error(gateway.post("/v1/indexes/items/delete", json=ids, headers=AUTH), 400, "out_of_range")
+    error(gateway.post("/v1/indexes/items/delete", json=ids, headers=AUTH), 413, "too_large")
+    wide = {"vector": [1.0] * DIM, "filter": {"a": {"in": list(range(300))}}}
+    error(gateway.post("/v1/indexes/items/search", json=wide), 422, "invalid_filter")
+
+
+def test_generated_bad_input_is_refused_cleanly_and_changes_nothing(gateway, catalogue):
+    def state() -> tuple:
+        listing = gateway.get("/v1/indexes").json()
+        probe = {"vector": catalogue.vectors[0].tolist(), "k": 20}
+        top = gateway.post("/v1/indexes/items/search", json=probe).json()
+        found = gateway.post("/v1/indexes/items/items", json={"ids": catalogue.ids[:50]}).json()
+        return listing, top, found
+
+    before = state()
+    seen = refuse_generated_bad_input(gateway.app, gateway, AUTH, pinned={"name": "items"})
+    assert {"/v1/indexes/{name}/upsert", "/v1/indexes/{name}/search"} <= {p for _, p, _ in seen}
+    assert state() == before
 
 
 def test_a_write_half_refused_says_what_was_applied(gateway):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fastapi.testclient import TestClient
 
 from nrtrec.ann import IndexBusy, IndexSpec
 from nrtrec.query_node import IndexRegistry, create_app
 from nrtrec.query_node.node import QueryNode
+from tests.fuzzing import refuse_generated_bad_input
 from tests.query_node.helpers import node_settings
 
 TOKEN = {"Authorization": "Bearer test-token"}
@@ -263,6 +266,32 @@ def search(client, body, raw: str | None = None):
         ({"vector": [1, 0, 0], "k": 0}, None, 400, "out_of_range", "k must be between 1"),
         ({"vector": [1, 0, 0], "k": 1001}, None, 400, "out_of_range", "k must be between 1"),
         ({"vector": [1, 0, 0], "ef": 10**6}, None, 400, "out_of_range", "ef must be"),
+        # k and ef are JSON integers: not a string, a float or a boolean read as one.
+        (None, '{"vector": [1, 0, 0], "k": "10"}', 422, "invalid_request", "k: Input should be"),
+        (None, '{"vector": [1, 0, 0], "k": 10.0}', 422, "invalid_request", "k: Input should be"),
+        (None, '{"vector": [1, 0, 0], "k": true}', 422, "invalid_request", "k: Input should be"),
+        (None, '{"vector": [1, 0, 0], "ef": "64"}', 422, "invalid_request", "ef: Input should"),
+        (
+            {"vector": [1, 0, 0], "filter": {f"a{i}": 1 for i in range(33)}},
+            None,
+            422,
+            "invalid_filter",
+            "at most 32",
+        ),
+        (
+            {"vector": [1, 0, 0], "filter": {"a": {"in": list(range(257))}}},
+            None,
+            422,
+            "invalid_filter",
+            "at most 256",
+        ),
+        (
+            {"vector": [1, 0, 0], "filter": {"a": {"eq": {"nested": 1}}}},
+            None,
+            422,
+            "invalid_filter",
+            "got an object",
+        ),
         ({"vector": [0, 0, 0]}, None, 422, "invalid_vector", "cosine needs a direction"),
         ({"vector": [1, 0, 0], "model_version": 7}, None, 404, "index_not_found", "version 7"),
         ({"vector": [1, 0, 0], "colour": "red"}, None, 422, "invalid_request", "colour"),
@@ -319,6 +348,23 @@ def test_bad_searches_get_4xx_with_error_and_detail(items, body, raw, status, co
             "invalid_request",
             "items.0.id",
         ),
+        (
+            "POST",
+            "/v1/indexes/items/upsert",
+            {"items": [{"id": "a/b", "vector": [1, 2, 3]}]},
+            422,
+            "invalid_request",
+            'items.0.id: an id has no "/"',
+        ),
+        ("POST", "/v1/indexes/items/delete", {"ids": ["a\nb"]}, 422, "invalid_request", "ids.0"),
+        (
+            "PUT",
+            "/v1/indexes/x",
+            {"dim": "3", "metric": "l2", "model_version": 1},
+            422,
+            "invalid_request",
+            "dim: Input should be a valid integer",
+        ),
         ("POST", "/v1/indexes/items/upsert", {"items": []}, 422, "invalid_request", "items"),
         ("POST", "/v1/indexes/items/delete", {"ids": "car"}, 422, "invalid_request", "ids"),
         ("GET", "/v1/nothing-here", None, 404, "not_found", "Not Found"),
@@ -350,7 +396,37 @@ def test_batches_are_bounded(tmp_path):
     with TestClient(create_app(settings)) as client:
         client.put("/v1/indexes/items", json={"dim": 3, "metric": "l2", "model_version": 1})
         r = client.post("/v1/indexes/items/upsert", json={"items": ITEMS})
-        assert "at most 2 items" in error(r, 400, "out_of_range")
+        assert "at most 2 items" in error(r, 413, "too_large")
+        r = client.post("/v1/indexes/items/items", json={"ids": ["a", "b", "c"]})
+        assert "at most 2 items" in error(r, 413, "too_large")
+        assert client.get("/v1/indexes").json()[0]["count"] == 0
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(tmp_path):
+    settings = node_settings(tmp_path, token=None)
+    settings = settings.model_copy(
+        update={"query_node": settings.query_node.model_copy(update={"max_body_bytes": 4096})}
+    )
+    big = {"items": [{"id": f"i{n}", "vector": [0.5, 0.5, 0.5]} for n in range(400)]}
+    raw = json.dumps(big).encode()
+    assert len(raw) > 4096
+    read: list[int] = []
+
+    def chunks():
+        # Sent without a Content-Length: counted as it arrives, refused past the limit.
+        for start in range(0, len(raw), 1024):
+            read.append(start)
+            yield raw[start : start + 1024]
+
+    with TestClient(create_app(settings)) as client:
+        client.put("/v1/indexes/items", json={"dim": 3, "metric": "l2", "model_version": 1})
+        declared = client.post("/v1/indexes/items/upsert", content=raw)
+        assert "at most 4096" in error(declared, 413, "too_large")
+        streamed = client.post("/v1/indexes/items/upsert", content=chunks())
+        assert "limit of 4096 bytes" in error(streamed, 413, "too_large")
+        assert client.get("/v1/indexes").json()[0]["count"] == 0
+        small = {"items": big["items"][:3]}
+        assert client.post("/v1/indexes/items/upsert", json=small).status_code == 200
 
 
 def test_a_search_during_a_write_waits_in_a_worker_and_answers(items, monkeypatch):
@@ -369,3 +445,28 @@ def test_a_search_during_a_write_waits_in_a_worker_and_answers(items, monkeypatc
     assert r.status_code == 200, r.text
     assert r.json()["items"][0]["id"] == "car"
     assert calls == [False, True]
+
+
+def _state(client) -> tuple:
+    """What a refused request must leave as it was: every index, its items and answers."""
+    indexes = client.get("/v1/indexes").json()
+    found = client.post("/v1/indexes/items/items", json={"ids": [i["id"] for i in ITEMS]}).json()
+    top = client.post("/v1/indexes/items/search", json={"vector": [1, 0, 0], "k": 3}).json()
+    return indexes, found, top
+
+
+def test_generated_bad_input_is_refused_cleanly_and_changes_nothing(items):
+    before = _state(items)
+    seen = refuse_generated_bad_input(items.app, items, TOKEN, pinned={"name": "items"})
+    # Every operation that takes input was reached, and not only by 404s for unknown indexes.
+    paths = {path for _, path, _ in seen}
+    assert {"/v1/indexes/{name}/upsert", "/v1/indexes/{name}/search"} <= paths, seen
+    assert sum(n for (_, _, status), n in seen.items() if status == 422) > 50, seen
+    assert _state(items) == before
+
+
+def test_a_node_without_a_token_reads_no_snapshot_it_is_pointed_at(tmp_path):
+    """Its writes are open to anyone who reaches it: it must not read files they name."""
+    with TestClient(create_app(node_settings(tmp_path, token=None))) as client:
+        r = client.post("/v1/indexes/items/load", json={"path": str(tmp_path)})
+        assert "needs a node started with a token" in error(r, 403, "forbidden")

@@ -142,6 +142,10 @@ def test_attribute_filters(client, store, catalogue):
         ("k=0", "invalid_parameter", "between 1 and 100"),
         ("k=101", "invalid_parameter", "between 1 and 100"),
         ("k=ten", "invalid_parameter", "must be an integer"),
+        ("k=+5", "invalid_parameter", "must be an integer"),
+        ("k=%205", "invalid_parameter", "must be an integer"),
+        ("k=5.0", "invalid_parameter", "must be an integer"),
+        ("location.in=" + ",".join(f"L{i}" for i in range(300)), "invalid_filter", "at most 256"),
     ],
 )
 def test_bad_query_parameters_are_400(client, query, code, says):

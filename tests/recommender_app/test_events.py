@@ -7,13 +7,14 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from fastapi.testclient import TestClient
 
 from nrtrec.recommender_app import create_app
 from nrtrec.schemas import ClickEvent, decode
 from tests.conftest import free_port
+from tests.fuzzing import refuse_generated_bad_input
 from tests.recommender_app.cluster import with_kafka
 from tests.waiting import collect, wait_until
 
@@ -98,7 +99,9 @@ def test_a_click_is_published_keyed_by_user_after_the_broker_acknowledged(client
     [
         ({"item_id": "1"}, "user_id: Field required"),
         ({"user_id": "u", "item_id": "1", "action": "poke"}, "action: Input should be"),
-        ({"user_id": "u", "item_id": " 1"}, "item_id: String should match pattern"),
+        ({"user_id": "u", "item_id": " 1"}, "item_id: an id has no"),
+        ({"user_id": "u/1", "item_id": "1"}, 'user_id: an id has no "/"'),
+        ({"user_id": "u", "item_id": "1", "ts": "5"}, "ts: Input should be a valid integer"),
         ({"user_id": "u", "item_id": "1", "ts": -1}, "ts: Input should be greater than"),
         ({"user_id": "u", "item_id": "1", "colour": "red"}, "colour: Extra inputs"),
         ([1, 2], "Input should be a valid dictionary"),
@@ -106,6 +109,25 @@ def test_a_click_is_published_keyed_by_user_after_the_broker_acknowledged(client
 )
 def test_a_bad_event_is_422_and_not_published(client, body, says):
     assert says in error(client.post("/v1/events", json=body), 422, "invalid_request")
+
+
+def test_a_click_dated_ahead_of_the_clock_is_422_and_not_published(client, kafka, topic):
+    """It would stay its user's newest view until its date came; a late one is fine."""
+    now = time.time_ns() // 1_000_000
+    ahead = {"event_id": "e-ahead", "user_id": "u9", "item_id": "1", "ts": now + 60_000}
+    says = error(client.post("/v1/events", json=ahead), 422, "invalid_event")
+    assert "ahead of the receiver's clock (at most 5 s)" in says
+    late = {"event_id": "e-late", "user_id": "u9", "item_id": "2", "ts": now - 86_400_000}
+    assert client.post("/v1/events", json=late).status_code == 202
+    # Same user, same partition: had the first been published, it would come first.
+    [message] = consume(kafka, topic, 1)
+    assert decode(ClickEvent, message.value()).event_id == "e-late"
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_parsed(client):
+    body = b'{"user_id": "u", "item_id": "1", "pad": "' + b"x" * (70 * 1024) + b'"}'
+    r = client.post("/v1/events", content=body, headers={"Content-Type": "application/json"})
+    assert "at most 65536" in error(r, 413, "too_large")
 
 
 def test_malformed_json_is_422(client):
@@ -147,3 +169,24 @@ def test_what_a_stopped_app_spooled_the_next_one_sends(settings, store, kafka, t
         sent = [json.loads(m.value())["event_id"] for m in consume(kafka, topic, 3)]
         assert sorted(sent) == sorted(a["event"]["event_id"] for a in accepted)
         wait_until("the spool emptied", lambda: settings.app.spool_path.read_text() == "")
+
+
+def _records_in(bootstrap: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "watermarks"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        marks = [
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions
+        ]
+        return sum(high - low for low, high in marks)
+    finally:
+        consumer.close()
+
+
+def test_generated_bad_input_is_refused_cleanly_and_publishes_nothing(client, kafka, topic):
+    seen = refuse_generated_bad_input(client.app, client, {})
+    assert sum(n for (_, path, _), n in seen.items() if path == "/v1/events") > 50, seen
+    # The topic is this test's own: not one of those requests reached it, a good one does.
+    assert _records_in(kafka, topic) == 0
+    assert client.post("/v1/events", json={"user_id": "u1", "item_id": "1"}).status_code == 202
+    assert _records_in(kafka, topic) == 1

@@ -497,6 +497,8 @@ def test_load_swaps_the_snapshots_into_the_shards_nodes_and_deltas_continue(
             kafka_bootstrap=bootstrap,
             partitions=list(shard_map.partitions_of(shard)),
             consumer_group=f"test-{uuid.uuid4().hex[:8]}",
+            # Where the bulk run below writes: the only folder a node loads snapshots from.
+            import_root=tmp_path / "bulk",
         )
         names = TopicSettings(
             item_deltas=topics.item_deltas,

@@ -5,6 +5,7 @@ loses nothing; bad events land in ``dead-letters``."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import httpx
@@ -171,6 +172,8 @@ def test_listings_and_clicks_become_items_and_user_vectors_and_survive_a_restart
     bad_listings = [
         ("x1", b"{not json"),
         ("x2", json.dumps({"event_id": "e", "op": "upsert", "item_id": "x2", "ts": 1}).encode()),
+        # An id no path route could address: refused here, not indexed.
+        ("x/3", json.dumps({**json.loads(encode(listings[0])), "item_id": "x/3"}).encode()),
     ]
     records = [(x.item_id, encode(x)) for x in listings] + bad_listings
     produce(settings, topics["listings"], records)
@@ -204,7 +207,15 @@ def test_listings_and_clicks_become_items_and_user_vectors_and_survive_a_restart
     ]
     first, second = clicks[: len(clicks) // 2], clicks[len(clicks) // 2 :]
     produce(settings, topics["clicks"], [(c.user_id, encode(c)) for c in first])
-    produce(settings, topics["clicks"], [("u-bad", b'{"user_id": "u-bad"}')])
+    # Dated an hour ahead of the job's clock: it would stay the user's newest view for an hour.
+    future = clicks[0].model_copy(
+        update={"user_id": "u-future", "ts": time.time_ns() // 1_000_000 + 3_600_000}
+    )
+    produce(
+        settings,
+        topics["clicks"],
+        [("u-bad", b'{"user_id": "u-bad"}'), (future.user_id, encode(future))],
+    )
 
     store = open_store(settings)
 
@@ -263,10 +274,16 @@ def test_listings_and_clicks_become_items_and_user_vectors_and_survive_a_restart
     assert len(search_ids(settings, probe, 2)) == N_ITEMS - 1
 
     # Bad events: each a dead letter with its reason, and the jobs kept running.
-    want = ["Invalid JSON", "title is required", "invalid ClickEvent"]
+    want = [
+        "Invalid JSON",
+        "title is required",
+        "invalid ClickEvent",
+        'item_id: an id has no "/"',
+        "ahead of the receiver's clock",
+    ]
     reasons = dead_letters(settings, topics["dead"], want, timeout_s=60)
-    assert "Invalid JSON" in reasons
-    assert "title is required" in reasons
-    assert "invalid ClickEvent" in reasons
+    for reason in want:
+        assert reason in reasons
+    assert store.get("u-future") is None
     assert all(flink.job_state(j) == "RUNNING" for j in restarted.values())
     store.close()

@@ -31,3 +31,18 @@ def test_compose_services_are_well_formed():
         dockerfile = svc.get("build", {}).get("dockerfile")
         if dockerfile:
             assert (ROOT / dockerfile).is_file(), f"{name}: {dockerfile} does not exist"
+
+
+def test_compose_refuses_to_start_without_a_token_and_locks_model_control():
+    """``${VAR:?message}``: compose stops with the message when VAR is unset or empty."""
+    services = _compose()["services"]
+    writers = ["gateway", *(n for n in services if n.startswith("query-node-"))]
+    assert all("NRTREC_TOKEN" in services[n]["environment"] for n in writers)
+    for name, svc in services.items():
+        token = svc.get("environment", {}).get("NRTREC_TOKEN")
+        if token is not None:
+            assert token.startswith("${NRTREC_TOKEN:?"), f"{name} defaults NRTREC_TOKEN: {token}"
+    triton = services["triton"]["command"]
+    for option in ("--http-restricted-api=", "--grpc-restricted-protocol="):
+        assert option + "model-repository," in triton
+    assert "${NRTREC_TRITON_ADMIN_KEY:?" in triton

@@ -53,7 +53,12 @@ def test_listing_round_trip_and_delete_without_text():
         (ClickEvent, {**CLICK, "action": "poke"}, "action", "'view', 'click'"),
         (ClickEvent, {**CLICK, "ts": -1}, "ts", "greater than or equal to 0"),
         (ClickEvent, {**CLICK, "user_id": ""}, "user_id", "at least 1 character"),
-        (ClickEvent, {**CLICK, "user_id": " u1"}, "user_id", "pattern"),
+        (ClickEvent, {**CLICK, "user_id": " u1"}, "user_id", "whitespace at either end"),
+        # Ids that a path route could not address, or that break logs: refused at the door.
+        (ClickEvent, {**CLICK, "item_id": "a/b"}, "item_id", 'no "/"'),
+        (ClickEvent, {**CLICK, "item_id": "a\x00b"}, "item_id", "no control characters"),
+        (ClickEvent, {**CLICK, "user_id": "u\x85"}, "user_id", "no control characters"),
+        (ClickEvent, {**CLICK, "user_id": "u" * 257}, "user_id", "at most 256 characters"),
         (ClickEvent, {k: v for k, v in CLICK.items() if k != "item_id"}, "item_id", "required"),
         (ClickEvent, {**CLICK, "extra": 1}, "extra", "not permitted"),
         (ListingEvent, {**LISTING, "price": -3}, "price", "greater than or equal to 0"),
