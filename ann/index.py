@@ -1,21 +1,19 @@
-"""One vector index: an hnswlib graph for one (name, model_version), with string ids,
-attributes, filtered search and exact search for tight filters.
+"""One vector index for one (name, model_version): a graph from one of the ANN libraries
+(``ann.graphs``: hnswlib or faiss, chosen by the spec's ``backend``) with string ids,
+attributes, filtered search, exact search for tight filters and rescoring of quantized graphs.
 
-Rows. An item lives in a row; the row number is its hnswlib label and its index in our arrays
-(vectors, attributes, ids). A deleted item's row is marked deleted in hnswlib and goes on a free
-list; the next new item takes it back with ``add_items`` on that label, which hnswlib treats as
-an update of the deleted element (it unmarks it and relinks it in place). So a long run of
-adds and deletes reuses the same slots and memory stays bounded without hnswlib's
-``replace_deleted``, which would hand a slot to a *new* label and break label == row.
+Rows. An item lives in a row: its index in our arrays (vectors, attributes, ids) and the row
+the graph knows it by. A deleted item's row goes on a free list and the next new item takes it
+back, so a long run of adds and deletes reuses the same rows and memory stays bounded.
 
-Scores. l2: the Euclidean distance (hnswlib returns its square; we take the root), smaller is
-nearer. ip: the dot product (hnswlib returns 1 - dot). cosine: the dot product of unit vectors
-(1 - hnswlib's distance). Exact search computes the same quantities with numpy.
+Scores. l2: the Euclidean distance, smaller is nearer. ip: the dot product. cosine: the dot
+product of unit vectors. Every graph answers in these terms; exact search computes the same
+quantities with numpy from the full-precision vectors kept here, which also rescore the
+candidates of a quantized (int8) graph.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,25 +21,26 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import hnswlib
 import numpy as np
 
 from nrtrec.ann.attributes import AttributeStore
 from nrtrec.ann.errors import InvalidSpec, InvalidVector, OutOfRange
 from nrtrec.ann.exact import exact_top_k
+from nrtrec.ann.graphs import Graph, GraphMemory, GraphShort, graph_class
 from nrtrec.ann.lock import IndexLock
 from nrtrec.ann.results import Hit, SearchResult, StoredItem, Strategy
 from nrtrec.ann.spec import IndexSpec, is_int
 from nrtrec.core.settings import QueryNodeSettings
 from nrtrec.schemas.filters import Filter, parse_filter
-from nrtrec.schemas.query_api import Metric
+from nrtrec.schemas.query_api import Metric, Quantization
 
 
 @dataclass
 class IndexState:
     """What a snapshot keeps of an index, by row; handed out under the index's read lock."""
 
-    graph: hnswlib.Index
+    graph: Graph
+    capacity: int
     ids: list[str | None]
     attributes: list[dict[str, Any] | None]
     # Rows past the last used one are left out; rows without an id are free (deleted).
@@ -54,10 +53,7 @@ class VectorIndex:
     def __init__(self, spec: IndexSpec, settings: QueryNodeSettings | None = None):
         self.spec = spec
         self._settings = settings or QueryNodeSettings()
-        self._graph = hnswlib.Index(space=spec.metric.value, dim=spec.dim)
-        self._graph.init_index(
-            max_elements=spec.max_elements, M=spec.M, ef_construction=spec.ef_construction
-        )
+        self._graph = graph_class(spec.backend).create(spec, spec.max_elements)
         self._setup(spec.max_elements)
 
     def _setup(self, capacity: int) -> None:
@@ -102,8 +98,17 @@ class VectorIndex:
 
     @property
     def capacity(self) -> int:
-        """Rows allocated, in hnswlib and in the arrays beside it."""
+        """Rows allocated, in the graph and in the arrays beside it."""
         return len(self._ids)
+
+    def memory(self) -> GraphMemory:
+        """Bytes per vector: the graph's copy or code and its links; ``full_precision_bytes``
+        adds the float32 copy kept here (exact search, rescoring, look-ups)."""
+        return self._graph.memory()
+
+    @property
+    def full_precision_bytes(self) -> int:
+        return self.dim * 4
 
     @property
     def revision(self) -> int:
@@ -175,8 +180,7 @@ class VectorIndex:
             self._reserve(new)
             rows = np.fromiter((self._row_for(item_id) for item_id in ids), np.int64, len(ids))
             try:
-                # An existing label is updated in place; a freed one is unmarked and relinked.
-                self._graph.add_items(matrix, rows, num_threads=self._settings.insert_threads)
+                self._graph.add(rows, stored, self._settings.insert_threads)
             except Exception:
                 self._release_new_rows(ids, rows)
                 raise
@@ -187,26 +191,28 @@ class VectorIndex:
                 self._ids[row] = item_id
                 self._row_of[item_id] = row
                 self._attributes.set(row, item_attrs or {})
+            self._compact_if_needed()
             self._bump()
         return len(ids)
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove ids; unknown ones are ignored. Returns the number removed."""
         with self._lock.write():
-            removed = 0
+            rows = []
             for item_id in dict.fromkeys(ids):
                 row = self._row_of.pop(item_id, None)
                 if row is None:
                     continue
-                self._graph.mark_deleted(row)
                 self._ids[row] = None
                 self._live[row] = False
                 self._attributes.clear(row)
                 self._free.append(row)
-                removed += 1
-            if removed:
+                rows.append(row)
+            if rows:
+                self._graph.remove(np.array(rows, np.int64))
+                self._compact_if_needed()
                 self._bump()
-        return removed
+        return len(rows)
 
     def _row_for(self, item_id: str) -> int:
         row = self._row_of.get(item_id)
@@ -218,14 +224,17 @@ class VectorIndex:
         return row
 
     def _release_new_rows(self, ids: list[str], rows: np.ndarray) -> None:
-        # hnswlib may have added some of them before it failed; hide those again.
-        for item_id, row in zip(ids, rows.tolist(), strict=True):
-            if item_id in self._row_of:
-                continue
-            # Not there if never added, or already marked if it was a freed row.
-            with contextlib.suppress(RuntimeError):
-                self._graph.mark_deleted(row)
-            self._free.append(row)
+        # The graph may have added some of them before it failed; hide those again.
+        pairs = zip(ids, rows.tolist(), strict=True)
+        new = [row for item_id, row in pairs if item_id not in self._row_of]
+        self._graph.remove(np.array(new, np.int64))
+        self._free.extend(new)
+
+    def _compact_if_needed(self) -> None:
+        # A graph that cannot delete in place (faiss) rebuilds once retired vectors dominate.
+        if self._graph.needs_compaction():
+            rows = np.flatnonzero(self._live)
+            self._graph.compact(rows, self._vectors[rows], self._settings.insert_threads)
 
     def _reserve(self, new: int) -> None:
         free = len(self._free) + self.capacity - self._next_row
@@ -233,7 +242,7 @@ class VectorIndex:
             return
         needed = self._next_row + new - len(self._free)
         capacity = max(needed, math.ceil(self.capacity * self._settings.growth_factor))
-        self._graph.resize_index(capacity)
+        self._graph.resize(capacity)
         extra = capacity - self.capacity
         self._ids.extend([None] * extra)
         self._live = np.concatenate([self._live, np.zeros(extra, bool)])
@@ -264,17 +273,20 @@ class VectorIndex:
 
         A filter is applied inside the graph walk; when it keeps few items (settings:
         ``exact_search_max_fraction``, ``exact_search_max_count``) or the walk would be long
-        (``max_graph_steps``), the matching items are searched exactly instead.
+        (``max_graph_steps``), the matching items are searched exactly instead. A quantized
+        graph returns ``rescore_factor`` times ``k`` candidates, which are ranked again by
+        their full-precision vectors.
         """
         s = self._settings
-        query = self._checked_matrix([vector] if _is_flat(vector) else vector, 1)
+        query = self._checked_query(vector)
         if not is_int(k) or not 1 <= k <= s.max_k:
             raise OutOfRange(f"k must be between 1 and {s.max_k}, got {k!r}")
         if ef is not None and (not is_int(ef) or not 1 <= ef <= s.max_ef):
             raise OutOfRange(f"ef must be between 1 and {s.max_ef}, got {ef!r}")
         conditions = parse_filter(filter, s.filter_limits())
         ef = min(s.max_ef, max(k, ef or max(s.ef_search, math.ceil(s.ef_per_k * k))))
-        with self._lock.read(ef, wait=wait):
+        # hnswlib's ef belongs to the graph, so the lock pins it; faiss takes it per search.
+        with self._lock.read(ef if self._graph.shared_ef else None, wait=wait):
             if not self._row_of:
                 return SearchResult([], Strategy.EMPTY, 0)
             mask = None
@@ -284,21 +296,21 @@ class VectorIndex:
                 candidates = int(np.count_nonzero(mask))
                 if not candidates:
                     return SearchResult([], Strategy.EMPTY, 0)
-            if self._exact_is_cheaper(candidates, ef):
+            if not self._graph.ready or self._exact_is_cheaper(candidates, ef):
                 return self._exact(query[0], k, mask, candidates, with_attributes)
             k = min(k, candidates)
+            quantized = self.spec.quantization is not Quantization.NONE
+            wanted = min(candidates, math.ceil(k * s.rescore_factor)) if quantized else k
             try:
-                labels, distances = self._graph.knn_query(
-                    query,
-                    k=k,
-                    num_threads=1,
-                    filter=None if mask is None else mask.__getitem__,
-                )
-            except RuntimeError:
-                # hnswlib found fewer than k (a graph cut off by deletions); exact cannot miss.
+                rows, scores = self._graph.search(query, wanted, max(ef, wanted), mask)
+            except GraphShort:
                 return self._exact(query[0], k, mask, candidates, with_attributes)
+            if quantized:
+                rows, scores = exact_top_k(
+                    self._vectors, self._sq_norms, np.sort(rows), query[0], k, self.metric
+                )
             strategy = Strategy.GRAPH if mask is None else Strategy.FILTERED_GRAPH
-            hits = self._hits(labels[0], distances[0], with_attributes)
+            hits = self._make_hits(rows.tolist(), scores.tolist(), with_attributes)
             return SearchResult(hits, strategy, candidates)
 
     def _exact_is_cheaper(self, candidates: int, ef: int) -> bool:
@@ -324,15 +336,6 @@ class VectorIndex:
             candidates,
         )
 
-    def _hits(
-        self, labels: np.ndarray, distances: np.ndarray, with_attributes: bool = False
-    ) -> list[Hit]:
-        if self.metric is Metric.L2:
-            scores = np.sqrt(np.maximum(distances, 0.0))
-        else:
-            scores = 1.0 - distances
-        return self._make_hits(labels.tolist(), scores.tolist(), with_attributes)
-
     def _make_hits(self, rows: list[int], scores: list[float], with_attributes: bool) -> list[Hit]:
         if with_attributes:
             return [
@@ -342,6 +345,23 @@ class VectorIndex:
         return [Hit(self._ids[row], float(score)) for row, score in zip(rows, scores, strict=True)]
 
     # ---- checks ---------------------------------------------------------------------------
+
+    def _checked_query(self, vector: Any) -> np.ndarray:
+        """One query as a (1, dim) float32 matrix. The common case, a float32 array of the
+        right dimension, is checked by one dot product: a finite, positive squared norm means
+        every element is finite and not all are zero (what cosine needs). Anything else takes
+        the full check, which names the problem; a profile of search put a quarter of its time
+        in that check (np.errstate, isfinite, any) before this."""
+        if (
+            isinstance(vector, np.ndarray)
+            and vector.dtype == np.float32
+            and vector.shape == (self.dim,)
+            and vector.flags.c_contiguous
+        ):
+            squared = float(vector @ vector)
+            if 0.0 < squared < math.inf:
+                return vector.reshape(1, self.dim)
+        return self._checked_matrix([vector] if _is_flat(vector) else vector, 1)
 
     def _checked_matrix(self, vectors: Any, n: int) -> np.ndarray:
         try:
@@ -377,7 +397,7 @@ class VectorIndex:
         )
 
     def _stored_form(self, matrix: np.ndarray) -> np.ndarray:
-        # hnswlib keeps unit vectors for cosine; keep the same, so exact search is a dot product.
+        # Unit vectors for cosine, here and in the graph: exact search is then a dot product.
         if self.metric is Metric.COSINE:
             return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
         return matrix
@@ -386,11 +406,12 @@ class VectorIndex:
 
     @contextmanager
     def state(self) -> Iterator[IndexState]:
-        """The index's parts, for a snapshot. Searches go on meanwhile (hnswlib's save only
+        """The index's parts, for a snapshot. Searches go on meanwhile (a graph's save only
         reads); writes wait."""
         with self._lock.frozen():
             yield IndexState(
                 graph=self._graph,
+                capacity=self.capacity,
                 ids=self._ids[: self._next_row],
                 attributes=self._attributes.rows()[: self._next_row],
                 vectors=self._vectors[: self._next_row],
@@ -409,7 +430,7 @@ class VectorIndex:
         index.spec = spec
         index._settings = settings or QueryNodeSettings()
         index._graph = state.graph
-        capacity = state.graph.get_max_elements()
+        capacity = state.capacity
         rows = len(state.ids)
         if rows > capacity or state.vectors.shape != (rows, spec.dim):
             raise InvalidSpec(

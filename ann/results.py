@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -18,8 +18,9 @@ class Strategy(StrEnum):
     EMPTY = "empty"
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
+class Hit(NamedTuple):
+    # A tuple, not a frozen dataclass: a search makes k of them, and a frozen dataclass's
+    # __init__ (object.__setattr__ per field) cost ~1 us each, 12 % of a k=10 search.
     id: str
     score: float
     # Only when the search asked for them (``with_attributes``): read under the same lock as

@@ -24,16 +24,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import hnswlib
 import numpy as np
 from pydantic import ValidationError
 
 from nrtrec.ann.errors import AnnError, SnapshotError
+from nrtrec.ann.graphs import graph_class
 from nrtrec.ann.index import IndexState, VectorIndex
 from nrtrec.ann.spec import IndexSpec
 from nrtrec.core.settings import QueryNodeSettings
 from nrtrec.schemas.snapshot import (
-    GRAPH,
     ITEMS,
     MANIFEST,
     SNAPSHOT_FORMAT,
@@ -77,11 +76,11 @@ class SnapshotStore:
                 with index.state() as state:
                     count = sum(1 for i in state.ids if i is not None)
                     revision, capacity = index.revision, index.capacity
-                    state.graph.save_index(str(work / GRAPH))
+                    graph_files = state.graph.save(work)
                     np.save(work / VECTORS, state.vectors)
                     _write_json(work / ITEMS, {"ids": state.ids, "attributes": state.attributes})
                 snapshot_id = self._new_id(home)
-                digests = {name: _sha256(work / name) for name in (GRAPH, VECTORS, ITEMS)}
+                digests = {name: _sha256(work / name) for name in (*graph_files, VECTORS, ITEMS)}
                 meta = SnapshotManifest(
                     format=SNAPSHOT_FORMAT,
                     snapshot_id=snapshot_id,
@@ -178,11 +177,11 @@ class SnapshotStore:
             if _sha256(path / name) != digest:
                 raise SnapshotError(f"{path / name} does not match its sha256 in {MANIFEST}")
         spec = IndexSpec.from_record(meta.spec)
-        graph = hnswlib.Index(space=spec.metric.value, dim=spec.dim)
-        graph.load_index(str(path / GRAPH), max_elements=meta.capacity)
+        graph = graph_class(spec.backend).load(spec, path, meta.capacity)
         items = _read_json(path / ITEMS)
         state = IndexState(
             graph=graph,
+            capacity=meta.capacity,
             ids=items["ids"],
             attributes=items["attributes"],
             vectors=np.load(path / VECTORS, allow_pickle=False),

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from nrtrec.ann.errors import InvalidSpec
-from nrtrec.schemas.query_api import INDEX_NAME_PATTERN, Metric
+from nrtrec.schemas.query_api import INDEX_NAME_PATTERN, Backend, Metric, Quantization
 from nrtrec.schemas.snapshot import SnapshotSpec
 
 MAX_DIM = 4096
@@ -21,7 +21,7 @@ MAX_DIM = 4096
 
 @dataclass(frozen=True)
 class IndexSpec:
-    """What an index is: its key, its vector space and its HNSW build parameters."""
+    """What an index is: its key, its vector space, its backend and its HNSW build parameters."""
 
     name: str
     model_version: int
@@ -31,6 +31,8 @@ class IndexSpec:
     ef_construction: int = 200
     # Initial capacity; the index grows past it.
     max_elements: int = 10_000
+    backend: Backend = Backend.HNSW
+    quantization: Quantization = Quantization.NONE
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not re.fullmatch(INDEX_NAME_PATTERN, self.name):
@@ -43,6 +45,16 @@ class IndexSpec:
         except ValueError:
             known = ", ".join(m.value for m in Metric)
             raise InvalidSpec(f"metric {self.metric!r} is not one of {known}") from None
+        for what, kind in (("backend", Backend), ("quantization", Quantization)):
+            try:
+                object.__setattr__(self, what, kind(getattr(self, what)))
+            except ValueError:
+                known = ", ".join(k.value for k in kind)
+                raise InvalidSpec(f"{what} {getattr(self, what)!r} is not one of {known}") from None
+        if self.quantization is Quantization.INT8 and self.backend is not Backend.FAISS:
+            raise InvalidSpec(
+                "quantization int8 needs backend faiss: hnswlib stores float32 vectors only"
+            )
         for what, value, low, high in (
             ("model_version", self.model_version, 1, None),
             ("dim", self.dim, 1, MAX_DIM),
@@ -59,7 +71,12 @@ class IndexSpec:
         return (self.name, self.model_version)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "metric": self.metric.value}
+        return {
+            **asdict(self),
+            "metric": self.metric.value,
+            "backend": self.backend.value,
+            "quantization": self.quantization.value,
+        }
 
     def to_record(self) -> SnapshotSpec:
         return SnapshotSpec(**self.to_dict())

@@ -22,6 +22,7 @@ from pydantic_settings import (
 
 from nrtrec.schemas.filters import FilterLimits
 from nrtrec.schemas.partitioning import ShardMap
+from nrtrec.schemas.query_api import Backend, Quantization
 from nrtrec.schemas.topics import Topic
 
 LOOPBACK = "127.0.0.1"
@@ -137,7 +138,12 @@ class QueryNodeSettings(BaseModel):
     ef_construction: int = Field(default=200, ge=1)
     max_elements: int = Field(default=10_000, ge=1, description="initial capacity; grows")
     growth_factor: float = Field(default=2.0, gt=1.0, description="capacity multiplier when full")
-    insert_threads: int = Field(default=-1, description="hnswlib add_items threads; -1: all cores")
+    insert_threads: int = Field(default=-1, description="graph insert threads; -1: all cores")
+    # The ANN library of a new index (PUT may choose another) and how its graph holds vectors.
+    backend: Backend = Backend.HNSW
+    quantization: Quantization = Quantization.NONE
+    # A quantized graph returns this many times k candidates, reranked by float32 vectors.
+    rescore_factor: float = Field(default=4.0, ge=1.0)
 
     # Search. ef is the larger of ef_search and ef_per_k * k: on 20k random 32-d vectors
     # (M=16) k=100 needs ef≈200 for recall 0.97, k=10 needs ef≈80 for 0.96.

@@ -133,6 +133,8 @@ class Declarations:
                 M=declared.M,
                 ef_construction=declared.ef_construction,
                 max_elements=declared.max_elements,
+                backend=declared.backend,
+                quantization=declared.quantization,
             )
         except (IndexExists, AnnError) as e:
             log.error("%s: cannot build %s v%d: %s", self.topic, *key, e)
@@ -152,6 +154,8 @@ class Declarations:
                 M=spec.M,
                 ef_construction=spec.ef_construction,
                 max_elements=spec.max_elements,
+                backend=spec.backend.value,
+                quantization=spec.quantization.value,
                 ts=int(time.time() * 1000),
             )
         )
@@ -166,6 +170,8 @@ class Declarations:
             M=spec.M,
             ef_construction=spec.ef_construction,
             max_elements=spec.max_elements,
+            backend=spec.backend.value,
+            quantization=spec.quantization.value,
             ts=int(time.time() * 1000),
         )
         self._send(declared)

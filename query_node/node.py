@@ -19,7 +19,7 @@ from nrtrec.core.settings import Settings
 from nrtrec.query_node.errors import IndexExists
 from nrtrec.query_node.registry import IndexKey, IndexRegistry
 from nrtrec.schemas.filters import Filter
-from nrtrec.schemas.query_api import Metric
+from nrtrec.schemas.query_api import Backend, Metric, Quantization
 from nrtrec.schemas.snapshot import offset_key
 
 log = logging.getLogger(__name__)
@@ -58,9 +58,12 @@ class QueryNode:
         M: int | None = None,
         ef_construction: int | None = None,
         max_elements: int | None = None,
+        backend: Backend | str | None = None,
+        quantization: Quantization | str | None = None,
     ) -> tuple[VectorIndex, bool]:
         """The index, and whether it is new. Creating one that exists with the same spec is a
-        no-op (PUT is idempotent); with another dim, metric or HNSW parameter, ``IndexExists``.
+        no-op (PUT is idempotent); with another dim, metric, backend, quantization or HNSW
+        parameter, ``IndexExists``.
         """
         defaults = self.settings.query_node
         spec = IndexSpec(
@@ -71,12 +74,21 @@ class QueryNode:
             M=M or defaults.M,
             ef_construction=ef_construction or defaults.ef_construction,
             max_elements=max_elements or defaults.max_elements,
+            backend=backend or defaults.backend,
+            quantization=quantization or defaults.quantization,
         )
         try:
             return self.registry.create(spec), True
         except IndexExists:
             existing = self.registry.get(name, model_version).spec
-            asked = {"dim": dim, "metric": spec.metric, "M": M, "ef_construction": ef_construction}
+            asked = {
+                "dim": dim,
+                "metric": spec.metric,
+                "M": M,
+                "ef_construction": ef_construction,
+                "backend": backend and spec.backend,
+                "quantization": quantization and spec.quantization,
+            }
             differs = [
                 f"{key} {getattr(existing, key)} (asked {value})"
                 for key, value in asked.items()

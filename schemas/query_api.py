@@ -33,15 +33,43 @@ class Metric(StrEnum):
     COSINE = "cosine"
 
 
+class Backend(StrEnum):
+    """The ANN library under an index: hnswlib (default) or faiss's HNSW (filters checked in
+    native code; int8 codes)."""
+
+    HNSW = "hnsw"
+    FAISS = "faiss"
+
+
+class Quantization(StrEnum):
+    """How the graph holds vectors: float32, or 8-bit codes (faiss only) whose candidates are
+    rescored with the full-precision vectors."""
+
+    NONE = "none"
+    INT8 = "int8"
+
+
 class CreateIndexRequest(Record):
-    """``PUT /v1/indexes/{name}``; absent HNSW parameters take the node's defaults."""
+    """``PUT /v1/indexes/{name}``; absent parameters take the node's defaults."""
 
     dim: Count = Field(ge=1, le=4096)
     metric: Metric
     model_version: VersionParam
+    backend: Backend | None = None
+    quantization: Quantization | None = None
     M: Count | None = Field(default=None, ge=2, le=256)
     ef_construction: Count | None = Field(default=None, ge=1, le=10_000)
     max_elements: Count | None = Field(default=None, ge=1, le=100_000_000)
+
+
+class IndexMemory(BaseModel):
+    """Bytes per vector: what the graph holds (its copy or code of the vector, its links) and
+    the float32 copy kept beside it for exact search, rescoring and look-ups."""
+
+    graph_vector_bytes: float
+    graph_link_bytes: float
+    full_precision_bytes: float
+    total_bytes: float
 
 
 class IndexInfo(BaseModel):
@@ -52,6 +80,9 @@ class IndexInfo(BaseModel):
     dim: int
     metric: Metric
     count: int
+    backend: Backend = Backend.HNSW
+    quantization: Quantization = Quantization.NONE
+    memory: IndexMemory | None = None
 
 
 class UpsertItem(Record):

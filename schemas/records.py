@@ -59,6 +59,9 @@ class IndexDeclaration(Record):
     M: int = Field(ge=2, le=256)
     ef_construction: int = Field(ge=1)
     max_elements: int = Field(ge=1)
+    # Absent in declarations written before there was a choice: hnswlib, float32.
+    backend: Literal["hnsw", "faiss"] = "hnsw"
+    quantization: Literal["none", "int8"] = "none"
     ts: TimestampMs
 
     def key(self) -> str:

@@ -2,7 +2,10 @@
 
 A snapshot is one folder ``<snapshot_id>/`` holding:
 
-- ``graph.bin``: the HNSW graph in hnswlib's own ``save_index`` format; a row number is its label;
+- ``graph.bin``: the graph in its library's own format (``spec.backend``): hnswlib's
+  ``save_index`` (a row number is its label) or faiss's ``write_index``; a faiss graph also
+  writes ``graph-rows.npz`` (the row of each faiss id, which ids are live, the vectors waiting
+  for an int8 graph's training);
 - ``vectors.npy``: the stored vectors by row (float32, unit length for cosine), numpy's format;
 - ``items.json``: ``{"ids": [...], "attributes": [...]}`` by row; a row whose id is null is free;
 - ``meta.json``: the ``SnapshotManifest`` below, written last, with the sha256 of each file.
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from nrtrec.schemas.query_api import IndexName, Metric
+from nrtrec.schemas.query_api import Backend, IndexName, Metric, Quantization
 from nrtrec.schemas.types import ModelVersion, Record
 
 SNAPSHOT_FORMAT = 1
@@ -33,6 +36,9 @@ class SnapshotSpec(Record):
     M: int = Field(ge=2, le=256)
     ef_construction: int = Field(ge=1)
     max_elements: int = Field(ge=1)
+    # Absent in snapshots written before there was a choice: hnswlib, float32.
+    backend: Backend = Backend.HNSW
+    quantization: Quantization = Quantization.NONE
 
 
 class SnapshotManifest(Record):

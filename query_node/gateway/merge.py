@@ -41,15 +41,20 @@ def merge_hits(
 
 
 def merge_listings(listings: Iterable[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
-    """``GET /v1/indexes`` over shards (one replica each): counts summed per name and version.
+    """``GET /v1/indexes`` over shards (one replica each): counts summed per name and version,
+    memory per vector averaged over the shards' vectors.
 
-    dim and metric come from the first shard that lists the version (they are equal on every
-    shard when the index was created through the gateway). Sorted by name, then version.
+    dim, metric, backend and quantization come from the first shard that lists the version
+    (they are equal on every shard when the index was created through the gateway). Sorted by
+    name, then version.
     """
     merged: dict[tuple[str, int], dict[str, Any]] = {}
+    memories: dict[tuple[str, int], list[tuple[int, Mapping[str, float]]]] = {}
     for listing in listings:
         for entry in listing:
             key = (entry["name"], int(entry["model_version"]))
+            if entry.get("memory"):
+                memories.setdefault(key, []).append((int(entry["count"]), entry["memory"]))
             if key in merged:
                 merged[key]["count"] += int(entry["count"])
             else:
@@ -59,5 +64,17 @@ def merge_listings(listings: Iterable[Sequence[Mapping[str, Any]]]) -> list[dict
                     "dim": int(entry["dim"]),
                     "metric": entry["metric"],
                     "count": int(entry["count"]),
+                    **{f: entry[f] for f in ("backend", "quantization") if f in entry},
                 }
+    for key, parts in memories.items():
+        merged[key]["memory"] = _weighted_mean(parts)
     return [merged[key] for key in sorted(merged)]
+
+
+def _weighted_mean(parts: list[tuple[int, Mapping[str, float]]]) -> dict[str, float]:
+    total = sum(count for count, _ in parts)
+    weights = [count / total if total else 1 / len(parts) for count, _ in parts]
+    return {
+        field: sum(w * memory[field] for w, (_, memory) in zip(weights, parts, strict=True))
+        for field in parts[0][1]
+    }

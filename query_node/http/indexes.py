@@ -32,6 +32,7 @@ from nrtrec.schemas.query_api import (
     DropResult,
     IndexInfo,
     IndexKey,
+    IndexMemory,
     ItemsRequest,
     ItemsResponse,
     SearchRequest,
@@ -54,6 +55,19 @@ def info(index: VectorIndex) -> IndexInfo:
         dim=index.dim,
         metric=index.metric,
         count=index.count,
+        backend=index.spec.backend,
+        quantization=index.spec.quantization,
+        memory=index_memory(index),
+    )
+
+
+def index_memory(index: VectorIndex) -> IndexMemory:
+    graph = index.memory()
+    return IndexMemory(
+        graph_vector_bytes=graph.vectors,
+        graph_link_bytes=graph.links,
+        full_precision_bytes=index.full_precision_bytes,
+        total_bytes=graph.total + index.full_precision_bytes,
     )
 
 
@@ -91,6 +105,8 @@ def create_index(
         M=body.M,
         ef_construction=body.ef_construction,
         max_elements=body.max_elements,
+        backend=body.backend,
+        quantization=body.quantization,
     )
     if declarations is not None:
         declarations.declare(index.spec)

@@ -76,6 +76,8 @@ def build_shards(
             # Room for the deltas that follow, so the first new items do not resize the graph
             # on a node that is serving it.
             max_elements=max(qn.max_elements, math.ceil(len(mine) * 1.25)),
+            backend=qn.backend,
+            quantization=qn.quantization,
         )
         index = VectorIndex(spec, qn)
         if mine:

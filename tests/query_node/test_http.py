@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -63,14 +64,35 @@ def test_healthz_and_metrics(items):
 
 
 def test_create_list_and_recreate(items):
-    assert items.get("/v1/indexes").json() == [
-        {"name": "items", "model_version": 1, "dim": 3, "metric": "cosine", "count": 3}
-    ]
+    [listed] = items.get("/v1/indexes").json()
+    assert listed == {
+        "name": "items",
+        "model_version": 1,
+        "dim": 3,
+        "metric": "cosine",
+        "count": 3,
+        "backend": "hnsw",
+        "quantization": "none",
+        "memory": {
+            "graph_vector_bytes": 12.0,  # hnswlib's own float32 copy
+            # M=16: 2M links and a count at level 0 (132), upper levels (68 / 15), label and
+            # pointer (16).
+            "graph_link_bytes": pytest.approx(152.53, abs=0.01),
+            "full_precision_bytes": 12.0,
+            "total_bytes": pytest.approx(176.53, abs=0.01),
+        },
+    }
     same = {"dim": 3, "metric": "cosine", "model_version": 1}
     assert items.put("/v1/indexes/items", json=same, headers=TOKEN).status_code == 200
     other = {"dim": 4, "metric": "cosine", "model_version": 1}
     detail = error(items.put("/v1/indexes/items", json=other, headers=TOKEN), 409, "index_exists")
     assert "dim 3 (asked 4)" in detail
+    faiss = {**same, "backend": "faiss"}
+    detail = error(items.put("/v1/indexes/items", json=faiss, headers=TOKEN), 409, "index_exists")
+    assert "backend hnsw (asked faiss)" in detail
+    int8 = {**same, "model_version": 7, "quantization": "int8"}
+    detail = error(items.put("/v1/indexes/items", json=int8, headers=TOKEN), 422, "invalid_spec")
+    assert "int8 needs backend faiss" in detail
     v2 = {"dim": 4, "metric": "l2", "model_version": 2, "M": 8, "ef_construction": 50}
     r = items.put("/v1/indexes/items", json=v2, headers=TOKEN)
     assert r.status_code == 201 and r.json()["count"] == 0
@@ -203,6 +225,34 @@ def test_snapshot_and_restart_keep_the_indexes(settings):
         assert again.get("/v1/indexes").json()[0]["count"] == 2
         r = again.post("/v1/indexes/items/search", json={"vector": [1, 0, 0], "k": 1})
         assert r.json()["items"][0]["id"] == "doll"
+
+
+def test_a_faiss_int8_index_over_http_filters_natively_and_survives_a_restart(settings):
+    rng = np.random.default_rng(31)
+    vectors = rng.standard_normal((1500, 16)).astype(np.float32)
+    items = [
+        {"id": f"i{i}", "vector": v.tolist(), "attributes": {"shelf": i % 10}}
+        for i, v in enumerate(vectors)
+    ]
+    spec = {"dim": 16, "metric": "l2", "model_version": 1, "backend": "faiss"}
+    spec["quantization"] = "int8"
+    query = {"vector": vectors[0].tolist(), "k": 5, "filter": {"shelf": 0}}
+    with TestClient(create_app(settings)) as client:
+        assert client.put("/v1/indexes/vec", json=spec, headers=TOKEN).status_code == 201
+        r = client.post("/v1/indexes/vec/upsert", json={"items": items}, headers=TOKEN)
+        assert r.status_code == 200, r.text
+        [listed] = client.get("/v1/indexes").json()
+        assert (listed["backend"], listed["quantization"]) == ("faiss", "int8")
+        # One byte per dimension in the graph; the float32 copy beside it rescores.
+        assert listed["memory"]["graph_vector_bytes"] == 16
+        assert listed["memory"]["full_precision_bytes"] == 64
+        answer = client.post("/v1/indexes/vec/search", json=query).json()
+        assert answer["items"][0] == {"id": "i0", "score": 0.0}
+        assert all(int(hit["id"][1:]) % 10 == 0 for hit in answer["items"])
+    with TestClient(create_app(settings)) as again:
+        [listed] = again.get("/v1/indexes").json()
+        assert (listed["backend"], listed["count"]) == ("faiss", 1500)
+        assert again.post("/v1/indexes/vec/search", json=query).json() == answer
 
 
 def test_drop_one_version_or_all(items):

@@ -55,6 +55,8 @@ def test_a_replica_started_from_nothing_builds_the_declared_indexes_and_converge
     with serving(create_app(peer)) as url, httpx.Client(base_url=url, headers=AUTH) as a:
         for version in (1, 2, 3):
             spec = {"dim": DIM, "metric": "cosine", "model_version": version}
+            # Version 2 on the other backend: the declaration carries it to the replica.
+            spec |= {"backend": "faiss"} if version == 2 else {}
             assert a.put("/v1/indexes/items", json=spec).status_code == 201
         # Version 3 is retired: its deltas stay on the topic, and are not an error anywhere.
         assert a.delete("/v1/indexes/items", params={"model_version": 3}).status_code == 200
@@ -74,6 +76,8 @@ def test_a_replica_started_from_nothing_builds_the_declared_indexes_and_converge
         with serving(create_app(fresh)) as url2, httpx.Client(base_url=url2) as b:
             wait_until("the replica caught up", lambda: listing(b) == {1: 40, 2: 35})
             after = {version: stored(b, ids, version) for version in (1, 2)}
+            backends = {i["model_version"]: i["backend"] for i in b.get("/v1/indexes").json()}
+    assert backends == {1: "hnsw", 2: "faiss"}
     assert after == before
     assert after[1][ids[6]] == pytest.approx((v[79] / (v[79] ** 2).sum() ** 0.5).tolist(), 1e-5)
     # Nothing was dead-lettered, by either node: every version was declared, or dropped.

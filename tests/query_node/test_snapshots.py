@@ -52,9 +52,9 @@ def test_a_snapshot_loads_back_equal(tmp_path, index):
         for f in (None, {"category": "toys", "price": {"lt": 150}}):
             assert loaded.search(q, 10, filter=f).hits == index.search(q, 10, filter=f).hits
     # Deleted slots are still free after loading: new items reuse them.
-    hnsw_elements = loaded._graph.get_current_count()
+    hnsw_elements = loaded._graph.size
     loaded.upsert([f"n{i}" for i in range(100)], random_vectors(100, 8, seed=23))
-    assert loaded._graph.get_current_count() == hnsw_elements
+    assert loaded._graph.size == hnsw_elements
     assert loaded.search(random_vectors(1, 8, seed=23)[0], 1).hits[0].id == "n0"
 
 
@@ -111,13 +111,15 @@ def test_a_failed_save_leaves_no_partial_snapshot(tmp_path, index, monkeypatch):
 def test_the_node_restores_indexes_and_resumes_from_the_smallest_offsets(settings, index):
     node = QueryNode(settings)
     node.registry.add(index)
-    node.create_index("users", 2, 4, "l2")
+    # A faiss index comes back as faiss.
+    node.create_index("users", 2, 4, "l2", backend="faiss")
     node.snapshot("items", offsets={"item-deltas:0": 50, "item-deltas:1": 9})
     node.snapshot("users", offsets={"item-deltas:0": 40, "item-deltas:2": 3})
     restarted = QueryNode(settings)
     loaded = restarted.restore()
     assert sorted((s.name, s.model_version) for s in loaded) == [("items", 1), ("users", 2)]
     assert restarted.index("items").count == 200 and restarted.index("users").count == 0
+    assert restarted.index("users").spec.backend == "faiss"
     assert restarted.offsets == {"item-deltas:0": 40}
 
 

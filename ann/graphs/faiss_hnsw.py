@@ -1,0 +1,237 @@
+"""faiss's HNSW behind the ``Graph`` interface: filters checked in native code, and 8-bit
+scalar-quantized vectors (``quantization: int8``).
+
+faiss ids are positions in insertion order and its HNSW cannot replace or delete a vector, so
+rows map to faiss ids: an update appends a new id and retires the old one, a delete retires
+it. Every search passes a bitmap of the ids that may answer (live, and allowed by the filter)
+through ``IDSelectorBitmap``, which faiss checks in C++ as it walks the graph: no Python call
+per visited node. Retired ids still take room; when they outnumber the live ones the index
+asks for ``compact``, which rebuilds the graph from the live vectors.
+
+int8: each dimension is mapped linearly onto 0..255 between its minimum and maximum, trained
+on the first ``train_size`` vectors (and again on every compaction); until then the graph is
+not ``ready`` and the index answers exactly. The index rescores a quantized graph's candidates
+with the full-precision vectors it keeps.
+
+ef is a parameter of each search (no shared state), so searches with different ef run at once.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Self
+
+import faiss
+import numpy as np
+
+from nrtrec.ann.graphs.base import FilterSupport, Graph, GraphMemory, GraphShort
+from nrtrec.schemas.query_api import Backend, Metric, Quantization
+from nrtrec.schemas.snapshot import GRAPH
+
+if TYPE_CHECKING:
+    from nrtrec.ann.spec import IndexSpec
+
+# Beside graph.bin: the row of each faiss id, which ids are live, and the vectors waiting for
+# a quantized graph's training.
+ROWS = "graph-rows.npz"
+# A quantized graph trains its ranges on this many vectors before it takes any.
+TRAIN_SIZE = 1_000
+# Retired ids are rebuilt away once they are this many and outnumber the live ones.
+COMPACT_MIN_RETIRED = 1_000
+# faiss's thread count is one process-wide setting; adds set it, searches want one thread.
+_threads = threading.Lock()
+
+
+class FaissGraph(Graph):
+    backend = Backend.FAISS
+    filter_support = FilterSupport.NATIVE
+    shared_ef = False
+
+    def __init__(
+        self,
+        spec: IndexSpec,
+        index: faiss.IndexHNSW,
+        row_of_id: np.ndarray,
+        live: np.ndarray,
+        capacity: int,
+    ):
+        self._spec = spec
+        self._index = index
+        # By faiss id: the row it holds, and whether it is that row's current vector.
+        self._row_of_id = row_of_id
+        self._live = live
+        self._id_of_row = np.full(capacity, -1, np.int64)
+        current = np.flatnonzero(live)
+        self._id_of_row[row_of_id[current]] = current
+        self._retired = int(len(live) - len(current))
+        # Vectors waiting for a quantized graph's training, by row.
+        self._pending: dict[int, np.ndarray] = {}
+        self._live_bits: np.ndarray | None = None
+
+    @classmethod
+    def create(cls, spec: IndexSpec, capacity: int) -> Self:
+        return cls(spec, _new_index(spec), np.zeros(0, np.int64), np.zeros(0, bool), capacity)
+
+    @classmethod
+    def load(cls, spec: IndexSpec, folder: Path, capacity: int) -> Self:
+        # read_index hands back the concrete class; a downcast_index wrapper would not own it.
+        index = faiss.read_index(str(folder / GRAPH))
+        with np.load(folder / ROWS, allow_pickle=False) as saved:
+            row_of_id, live = saved["row_of_id"], saved["live"]
+            pending_rows, pending = saved["pending_rows"], saved["pending"]
+        if len(row_of_id) != index.ntotal or len(live) != index.ntotal:
+            raise ValueError(f"{folder / ROWS} does not match {GRAPH}'s {index.ntotal} vectors")
+        graph = cls(spec, index, row_of_id.astype(np.int64), live.astype(bool), capacity)
+        graph._pending = dict(zip(pending_rows.tolist(), pending, strict=True))
+        return graph
+
+    def save(self, folder: Path) -> list[str]:
+        faiss.write_index(self._index, str(folder / GRAPH))
+        pending_rows = np.fromiter(self._pending, np.int64, len(self._pending))
+        pending = (
+            np.stack(list(self._pending.values()))
+            if self._pending
+            else np.zeros((0, self._spec.dim), np.float32)
+        )
+        np.savez(
+            folder / ROWS,
+            row_of_id=self._row_of_id,
+            live=self._live,
+            pending_rows=pending_rows,
+            pending=pending,
+        )
+        return [GRAPH, ROWS]
+
+    @property
+    def capacity(self) -> int:
+        return len(self._id_of_row)
+
+    @property
+    def size(self) -> int:
+        return self._index.ntotal + len(self._pending)
+
+    # ---- writes ---------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._index.is_trained
+
+    def add(self, rows: np.ndarray, vectors: np.ndarray, threads: int) -> None:
+        self._retire(rows)
+        if not self._index.is_trained:
+            for row, vector in zip(rows.tolist(), vectors, strict=True):
+                self._pending[row] = vector
+            if len(self._pending) < TRAIN_SIZE:
+                return
+            rows = np.fromiter(self._pending, np.int64, len(self._pending))
+            vectors = np.stack(list(self._pending.values()))
+            self._pending.clear()
+            self._index.train(vectors)
+        first = self._index.ntotal
+        with _threads:
+            faiss.omp_set_num_threads(threads if threads >= 1 else os.cpu_count() or 1)
+            try:
+                self._index.add(np.ascontiguousarray(vectors, np.float32))
+            finally:
+                faiss.omp_set_num_threads(1)
+        ids = np.arange(first, first + len(rows), dtype=np.int64)
+        self._row_of_id = np.concatenate([self._row_of_id, rows.astype(np.int64)])
+        self._live = np.concatenate([self._live, np.ones(len(rows), bool)])
+        self._id_of_row[rows] = ids
+        self._live_bits = None
+
+    def remove(self, rows: np.ndarray) -> None:
+        self._retire(rows)
+        for row in rows.tolist():
+            self._pending.pop(row, None)
+
+    def _retire(self, rows: np.ndarray) -> None:
+        ids = self._id_of_row[rows]
+        ids = ids[ids >= 0]
+        if len(ids):
+            self._live[ids] = False
+            self._id_of_row[rows] = -1
+            self._retired += len(ids)
+            self._live_bits = None
+
+    def resize(self, capacity: int) -> None:
+        extra = capacity - len(self._id_of_row)
+        if extra > 0:
+            self._id_of_row = np.concatenate([self._id_of_row, np.full(extra, -1, np.int64)])
+
+    def needs_compaction(self) -> bool:
+        live = len(self._live) - self._retired
+        return self._retired >= COMPACT_MIN_RETIRED and self._retired > live
+
+    def compact(self, rows: np.ndarray, vectors: np.ndarray, threads: int) -> None:
+        self._index = _new_index(self._spec)
+        self._row_of_id = np.zeros(0, np.int64)
+        self._live = np.zeros(0, bool)
+        self._id_of_row[:] = -1
+        self._retired = 0
+        self._pending.clear()
+        if len(rows) >= TRAIN_SIZE and not self._index.is_trained:
+            self._index.train(np.ascontiguousarray(vectors, np.float32))
+        if len(rows):
+            self.add(rows, vectors, threads)
+
+    # ---- search ---------------------------------------------------------------------------
+
+    def search(
+        self, query: np.ndarray, k: int, ef: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self._spec.metric is Metric.COSINE:
+            query = query / np.linalg.norm(query, axis=1, keepdims=True)
+        bits = self._bits(allowed)
+        # Both must outlive the search: params holds a raw pointer to the selector, the selector
+        # one to the bits; the names below keep them alive until it returns.
+        selector = None
+        if bits is not None:
+            selector = faiss.IDSelectorBitmap(len(self._live), faiss.swig_ptr(bits))
+        params = faiss.SearchParametersHNSW(efSearch=max(ef, k), sel=selector)
+        distances, ids = self._index.search(query, k, params=params)
+        del params, selector, bits
+        ids, distances = ids[0], distances[0]
+        if len(ids) < k or ids[-1] < 0:
+            raise GraphShort(f"the graph walk found {int(np.count_nonzero(ids >= 0))} of {k}")
+        rows = self._row_of_id[ids]
+        if self._spec.metric is Metric.L2:
+            return rows, np.sqrt(np.maximum(distances, 0.0))
+        return rows, distances
+
+    def _bits(self, allowed: np.ndarray | None) -> np.ndarray | None:
+        # IDSelectorBitmap reads bit (id & 7) of byte (id >> 3): numpy's little bit order.
+        if allowed is None:
+            if not self._retired:
+                return None
+            if self._live_bits is None:
+                self._live_bits = np.packbits(self._live, bitorder="little")
+            return self._live_bits
+        return np.packbits(self._live & allowed[self._row_of_id], bitorder="little")
+
+    def memory(self) -> GraphMemory:
+        n = max(self._index.ntotal, 1)
+        hnsw = self._index.hnsw
+        # Neighbour ids (int32), each node's offset into them (8) and level (4).
+        links = (hnsw.neighbors.size() * 4 + hnsw.offsets.size() * 8 + hnsw.levels.size() * 4) / n
+        # The id maps beside faiss: row by id (8), live flag (1), id by row (8).
+        links += 17
+        if self._spec.quantization is Quantization.INT8:
+            vectors = float(self._spec.dim)
+        else:
+            vectors = float(self._spec.dim * 4)
+        if not self._index.ntotal:
+            links = float(2 * self._spec.M * 4 + 29)
+        return GraphMemory(vectors=vectors, links=float(links))
+
+
+def _new_index(spec: IndexSpec) -> faiss.IndexHNSW:
+    metric = faiss.METRIC_L2 if spec.metric is Metric.L2 else faiss.METRIC_INNER_PRODUCT
+    if spec.quantization is Quantization.INT8:
+        index = faiss.IndexHNSWSQ(spec.dim, faiss.ScalarQuantizer.QT_8bit, spec.M, metric)
+    else:
+        index = faiss.IndexHNSWFlat(spec.dim, spec.M, metric)
+    index.hnsw.efConstruction = spec.ef_construction
+    return index

@@ -1,0 +1,224 @@
+"""The conformance suite every ANN backend passes (``ann.graphs``): hnswlib, faiss, and faiss
+with int8 codes. The same checks, the same data, through ``VectorIndex``: recall against exact
+search, replace and delete, churn, filters (broad in the graph, tight exact), snapshots, the
+untrained start of a quantized graph, and memory per vector."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from nrtrec.ann import IndexSpec, InvalidSpec, SnapshotStore, Strategy, VectorIndex
+from nrtrec.ann.graphs import GRAPHS, FilterSupport
+from nrtrec.ann.graphs.faiss_hnsw import TRAIN_SIZE
+from nrtrec.core.settings import QueryNodeSettings
+from nrtrec.schemas.query_api import Backend, Metric, Quantization
+from tests.ann.helpers import exact_neighbours, random_vectors, recall
+
+N, DIM, QUERIES = 5_000, 16, 100
+KINDS = [
+    (Backend.HNSW, Quantization.NONE),
+    (Backend.FAISS, Quantization.NONE),
+    (Backend.FAISS, Quantization.INT8),
+]
+# Exact search only where these tests ask for it: they measure the graph.
+GRAPH_ONLY = QueryNodeSettings(exact_search_max_count=0, exact_search_max_fraction=0.0)
+
+
+def spec(kind, metric=Metric.COSINE, **fields) -> IndexSpec:
+    backend, quantization = kind
+    return IndexSpec("items", 1, DIM, metric, backend=backend, quantization=quantization, **fields)
+
+
+def ids(rows) -> list[str]:
+    return [f"item-{i}" for i in rows]
+
+
+@pytest.fixture(scope="module", params=KINDS, ids=lambda k: f"{k[0].value}-{k[1].value}")
+def kind(request):
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def data():
+    return random_vectors(N, DIM, seed=21)
+
+
+@pytest.fixture(scope="module")
+def queries():
+    return random_vectors(QUERIES, DIM, seed=22)
+
+
+@pytest.fixture(scope="module", params=list(Metric), ids=lambda m: m.value)
+def built(request, kind, data):
+    index = VectorIndex(spec(kind, request.param, max_elements=1000), GRAPH_ONLY)
+    for start in range(0, N, 2000):  # in batches, so the index grows on the way
+        index.upsert(ids(range(start, min(N, start + 2000))), data[start : start + 2000])
+    return index
+
+
+@pytest.mark.parametrize("k", [10, 100])
+def test_recall_against_exact_search(built, data, queries, k):
+    truth = exact_neighbours(data, queries, k, built.metric)
+    found = []
+    for q in queries:
+        result = built.search(q, k)
+        assert result.strategy is Strategy.GRAPH
+        assert len(result.hits) == k
+        found.append([h.id for h in result.hits])
+    r = recall(found, [ids(row) for row in truth])
+    print(f"{built.spec.backend}/{built.spec.quantization} {built.metric} recall@{k} = {r:.4f}")
+    assert r >= 0.95
+
+
+def test_scores_are_the_metric_s_own_even_for_int8(built, data, queries):
+    # A quantized graph's candidates are rescored: scores equal exact search's to float32.
+    graph = built.search(queries[0], 5)
+    exact = built._exact(queries[0], 5, None, built.count)
+    assert [h.id for h in graph.hits] == [h.id for h in exact.hits]
+    np.testing.assert_allclose(
+        [h.score for h in graph.hits], [h.score for h in exact.hits], rtol=1e-4, atol=1e-4
+    )
+    x = data[int(graph.hits[0].id.removeprefix("item-"))].astype(np.float64)
+    q = queries[0].astype(np.float64)
+    expected = {
+        Metric.L2: np.linalg.norm(x - q),
+        Metric.IP: x @ q,
+        Metric.COSINE: x @ q / (np.linalg.norm(x) * np.linalg.norm(q)),
+    }[built.metric]
+    assert graph.hits[0].score == pytest.approx(expected, rel=1e-4, abs=1e-4)
+    scores = [h.score for h in graph.hits]
+    assert scores == sorted(scores, reverse=built.metric is not Metric.L2)
+
+
+def test_an_upsert_replaces_the_vector_and_a_delete_removes_it(kind, data):
+    index = VectorIndex(spec(kind), GRAPH_ONLY)
+    index.upsert(ids(range(2000)), data[:2000])
+    target = data[3000]
+    index.upsert(["item-7"], [target])
+    assert index.count == 2000
+    np.testing.assert_allclose(index.vector("item-7"), target / np.linalg.norm(target), atol=1e-6)
+    assert index.search(target, 1).hits[0].id == "item-7"
+    index.delete(["item-7", "never-there"])
+    assert "item-7" not in index
+    assert all(h.id != "item-7" for h in index.search(target, 50).hits)
+
+
+def test_churn_never_returns_a_deleted_id_and_recall_holds(kind, data, queries):
+    # Five turnovers of 1,500 items: faiss retires ids and compacts; hnswlib reuses slots.
+    index = VectorIndex(spec(kind, Metric.L2), GRAPH_ONLY)
+    live = list(range(1500))
+    index.upsert(ids(live), data[live])
+    for turn in range(1, 6):
+        fresh = list(range(turn * 600, turn * 600 + 1500))
+        gone = sorted(set(live) - set(fresh))
+        index.delete(ids(gone))
+        index.upsert(ids(fresh), data[fresh])
+        live = fresh
+        hits = {h.id for q in queries[:20] for h in index.search(q, 20).hits}
+        assert hits <= set(ids(live)), f"turn {turn}: deleted ids came back"
+    assert index.count == len(live)
+    truth = exact_neighbours(data[live], queries, 10, Metric.L2)
+    found = [[h.id for h in index.search(q, 10).hits] for q in queries]
+    assert recall(found, [ids(np.array(live)[row]) for row in truth]) >= 0.95
+
+
+def _labelled(kind, data, settings):
+    index = VectorIndex(spec(kind, Metric.L2, max_elements=N), settings)
+    buckets = np.random.default_rng(23).integers(0, 100, N)
+    attrs = [{"bucket": int(b), "band": f"band-{b // 10}"} for b in buckets]
+    index.upsert(ids(range(N)), data, attrs)
+    return index, buckets
+
+
+@pytest.mark.parametrize(
+    ("raw", "select", "settings", "strategy"),
+    [
+        # 10 %: in the graph walk (the backend's own filter), exact search switched off.
+        ({"band": "band-3"}, lambda b: b // 10 == 3, GRAPH_ONLY, Strategy.FILTERED_GRAPH),
+        # 1 %: exact search over the matching items, as the node's defaults choose.
+        ({"bucket": 42}, lambda b: b == 42, QueryNodeSettings(), Strategy.EXACT),
+    ],
+    ids=["ten-percent-graph", "one-percent-exact"],
+)
+def test_filtered_search_keeps_recall(kind, data, queries, raw, select, settings, strategy):
+    index, buckets = _labelled(kind, data, settings)
+    rows = np.flatnonzero(select(buckets))
+    truth = exact_neighbours(data[rows], queries, 10, Metric.L2)
+    found = []
+    for q in queries:
+        result = index.search(q, 10, filter=raw)
+        assert result.strategy is strategy
+        assert result.candidates == len(rows)
+        found.append([h.id for h in result.hits])
+    assert {h for hits in found for h in hits} <= set(ids(rows))
+    assert recall(found, [ids(rows[row]) for row in truth]) >= 0.95
+
+
+def test_a_snapshot_loads_back_answering_the_same(kind, data, queries, tmp_path):
+    index = VectorIndex(spec(kind), GRAPH_ONLY)
+    index.upsert(ids(range(3000)), data[:3000], [{"n": i} for i in range(3000)])
+    index.delete(ids(range(0, 3000, 7)))
+    store = SnapshotStore(tmp_path, GRAPH_ONLY)
+    store.save(index)
+    loaded, _ = store.load("items", 1)
+    assert loaded.spec == index.spec and loaded.count == index.count
+    for q in queries[:20]:
+        assert loaded.search(q, 10).hits == index.search(q, 10).hits
+    loaded.upsert(["item-0"], [data[0]], [{"n": 0}])
+    assert loaded.search(data[0], 1).hits[0].id == "item-0"
+
+
+def test_writes_and_searches_run_together(kind, data):
+    index = VectorIndex(spec(kind), GRAPH_ONLY)
+    index.upsert(ids(range(1500)), data[:1500])
+    errors: list[BaseException] = []
+
+    def search():
+        try:
+            for q in data[:300]:
+                assert len(index.search(q, 10).hits) == 10
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=search) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for start in range(1500, 3000, 100):
+        index.upsert(ids(range(start, start + 100)), data[start : start + 100])
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert index.count == 3000
+
+
+def test_int8_answers_exactly_until_it_has_vectors_to_train_on(data, tmp_path):
+    index = VectorIndex(spec((Backend.FAISS, Quantization.INT8)), GRAPH_ONLY)
+    index.upsert(ids(range(TRAIN_SIZE - 1)), data[: TRAIN_SIZE - 1])
+    assert index.search(data[0], 5).strategy is Strategy.EXACT
+    # A snapshot taken before training keeps the waiting vectors.
+    SnapshotStore(tmp_path, GRAPH_ONLY).save(index)
+    loaded, _ = SnapshotStore(tmp_path, GRAPH_ONLY).load("items", 1)
+    for each in (index, loaded):
+        each.upsert(["item-last"], [data[TRAIN_SIZE]])
+        result = each.search(data[0], 5)
+        assert result.strategy is Strategy.GRAPH
+        assert result.hits[0].id == "item-0"
+
+
+def test_int8_codes_take_a_quarter_of_float32(data):
+    flat = VectorIndex(spec((Backend.FAISS, Quantization.NONE)), GRAPH_ONLY)
+    int8 = VectorIndex(spec((Backend.FAISS, Quantization.INT8)), GRAPH_ONLY)
+    for index in (flat, int8):
+        index.upsert(ids(range(2000)), data[:2000])
+    assert int8.memory().vectors == DIM == flat.memory().vectors / 4
+    assert int8.memory().total < flat.memory().total
+
+
+def test_what_each_backend_declares():
+    assert GRAPHS[Backend.HNSW].filter_support is FilterSupport.CALLBACK
+    assert GRAPHS[Backend.FAISS].filter_support is FilterSupport.NATIVE
+    with pytest.raises(InvalidSpec, match="int8"):
+        spec((Backend.HNSW, Quantization.INT8))
