@@ -99,7 +99,7 @@ def tower_data(epochs: int, queries: int, seed: int) -> tuple[np.ndarray, np.nda
             listings = movielens.listings()
             items = encoder.encode_listings(listings, 1).vectors
             row_of = {listing.item_id: row for row, listing in enumerate(listings)}
-            users = sorted(movielens.by_user().items())
+            users = sorted(movielens.by_user.items())
             picked = np.random.default_rng(seed).permutation(len(users))[:queries]
             histories = []
             for u in picked:
