@@ -26,7 +26,7 @@ import numpy as np
 from nrtrec.ann.attributes import AttributeStore
 from nrtrec.ann.errors import InvalidSpec, InvalidVector, OutOfRange
 from nrtrec.ann.exact import exact_top_k
-from nrtrec.ann.graphs import Graph, GraphMemory, GraphShort, graph_class
+from nrtrec.ann.graphs import FilterSupport, Graph, GraphMemory, GraphShort, graph_class
 from nrtrec.ann.lock import IndexLock
 from nrtrec.ann.results import Hit, SearchResult, StoredItem, Strategy
 from nrtrec.ann.spec import IndexSpec, is_int
@@ -299,6 +299,10 @@ class VectorIndex:
             if not self._graph.ready or self._exact_is_cheaper(candidates, ef):
                 return self._exact(query[0], k, mask, candidates, with_attributes)
             k = min(k, candidates)
+            if mask is not None and self._graph.filter_support is FilterSupport.NATIVE:
+                # hnswlib's filtered walk keeps going until ef *matching* nodes are found;
+                # faiss counts every node it visits. Scaled, both walk as far (same recall).
+                ef = min(s.max_ef, math.ceil(ef * self.count / candidates))
             quantized = self.spec.quantization is not Quantization.NONE
             wanted = min(candidates, math.ceil(k * s.rescore_factor)) if quantized else k
             try:
@@ -318,7 +322,10 @@ class VectorIndex:
         if candidates <= s.exact_search_max_count:
             return True
         fraction = candidates / self.count
-        return fraction <= s.exact_search_max_fraction or ef / fraction > s.max_graph_steps
+        if fraction <= s.exact_search_max_fraction or ef / fraction > s.max_graph_steps:
+            return True
+        # candidates distances against (ef / fraction) steps of `ratio` distances each.
+        return candidates * fraction < s.exact_search_cost_ratio * ef
 
     def _exact(
         self,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException, Producer
 
@@ -11,6 +11,7 @@ from nrtrec.core.kafka import partition_count
 from nrtrec.inference.client import BadEncoderInput, Encoder
 from nrtrec.schemas import DeadLetter, ItemDelta, ListingEvent, ListingOp, Topic, encode
 from nrtrec.streaming.attributes import listing_attributes
+from nrtrec.streaming.encoded_texts import EncodedText, text_digest
 from nrtrec.streaming.errors import StreamingError
 
 
@@ -20,6 +21,11 @@ class PublishReport:
     deletes: int
     dead_letters: list[DeadLetter]
     versions: list[int]
+    # What each upserted item's text encodes to now, for the caller to keep (keyed state).
+    encoded: dict[str, EncodedText] = field(default_factory=dict)
+    # (listing, version) pairs encoded, and those whose unchanged text re-used a vector.
+    encoded_count: int = 0
+    reused_count: int = 0
 
 
 class ItemDeltaPublisher:
@@ -27,7 +33,9 @@ class ItemDeltaPublisher:
 
     Every version Triton serves gets the change, so that an index being built for a new
     version stays as current as the live one. Deltas are delivered (flushed) before ``publish``
-    returns: the job's checkpoint that follows covers them.
+    returns: the job's checkpoint that follows covers them. A listing whose text is the one in
+    ``encoded`` (the caller's record of what it encoded before) is not encoded again: its delta
+    carries the vector it had and its new attributes.
     """
 
     def __init__(
@@ -45,20 +53,42 @@ class ItemDeltaPublisher:
         self._partitions: int | None = None
 
     def publish(
-        self, listings: Mapping[str, ListingEvent], versions: list[int] | None = None
+        self,
+        listings: Mapping[str, ListingEvent],
+        versions: list[int] | None = None,
+        encoded: Mapping[str, EncodedText] | None = None,
     ) -> PublishReport:
         versions = versions or self.encoder.versions()
         if not versions:
             raise StreamingError("no encoder version is served; load one on Triton")
+        encoded = encoded or {}
         upserts = [x for x in listings.values() if x.op is ListingOp.UPSERT]
         deletes = [x for x in listings.values() if x.op is ListingOp.DELETE]
+        now = {x.item_id: EncodedText(text_digest(x)) for x in upserts}
         dead: list[DeadLetter] = []
         deltas: list[ItemDelta] = []
+        counts = {"encoded": 0, "reused": 0}
         for version in versions:
+            stale = []
+            for listing in upserts:
+                known = encoded.get(listing.item_id)
+                digest = now[listing.item_id].digest
+                vector = None if known is None else known.vector(digest, version)
+                if vector is None:
+                    stale.append(listing)
+                else:
+                    now[listing.item_id].vectors[version] = vector
+            counts["reused"] += len(upserts) - len(stale)
             encodable, vectors = self._encode(
-                upserts, version, dead if version == versions[0] else []
+                stale, version, dead if version == versions[0] else []
             )
+            counts["encoded"] += len(encodable)
             for listing, vector in zip(encodable, vectors, strict=True):
+                now[listing.item_id].vectors[version] = vector
+            for listing in upserts:
+                vector = now[listing.item_id].vectors.get(version)
+                if vector is None:  # the item tower refused it: dead-lettered
+                    continue
                 deltas.append(
                     ItemDelta(
                         op=ListingOp.UPSERT,
@@ -98,7 +128,15 @@ class ItemDeltaPublisher:
             raise StreamingError(
                 f"{left} item deltas undelivered, errors: {errors[:3]}; the job retries the batch"
             )
-        return PublishReport(len(upserts), len(deletes), dead, versions)
+        return PublishReport(
+            len(upserts),
+            len(deletes),
+            dead,
+            versions,
+            encoded={item: e for item, e in now.items() if e.vectors},
+            encoded_count=counts["encoded"],
+            reused_count=counts["reused"],
+        )
 
     def _encode(self, listings: list[ListingEvent], version: int, dead: list[DeadLetter]):
         if not listings:

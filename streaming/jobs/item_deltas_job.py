@@ -4,6 +4,12 @@ Keyed by item: the listing's latest event waits in keyed state and in an in-memo
 a flush (``streaming.flush_size`` items or the ``streaming.flush_ms`` timer) encodes the
 upserts (Triton, batched) and publishes one delta per served model version, keyed by item id
 with Kafka's murmur2 partitioner, the one the query-node shards follow.
+
+Each item's ``EncodedText`` (the digest of the text it encoded and the vectors, per version)
+stays in keyed state, so an update that changes only attributes (price, location) is
+published with the vectors it had, without the item tower (``streaming.encoded_texts`` says
+why state and not a look-up). A batch is flushed from any key's context, so the new state of a
+key is written at that key's own timer, which always fires after its flush.
 """
 
 from __future__ import annotations
@@ -46,6 +52,18 @@ class PublishItemDeltas(KeyedProcessFunction):
         self.pending_state = runtime_context.get_state(
             ValueStateDescriptor("pending-listing", Types.STRING())
         )
+        # What the item's text encoded to (EncodedText.to_state); absent: encode.
+        self.encoded_state = runtime_context.get_state(
+            ValueStateDescriptor("encoded-text", Types.STRING())
+        )
+        # Read from each key's state when it joins a batch, and the published result waiting
+        # for that key's timer to be written back.
+        self.known: dict = {}
+        self.published: dict = {}
+        # Flink metrics (REST, web UI): (listing, version) pairs encoded, and re-used.
+        metrics = runtime_context.get_metrics_group()
+        self.encoded_counter = metrics.counter("item_vectors_encoded")
+        self.reused_counter = metrics.counter("item_vectors_reused")
         self.batcher = KeyedBatcher(max_size=s.streaming.flush_size)
         producer = Producer(
             producer_config(s.kafka.bootstrap_servers, "nrtrec-item-deltas", **{"linger.ms": 2})
@@ -55,11 +73,20 @@ class PublishItemDeltas(KeyedProcessFunction):
         )
 
     def process_element(self, value, ctx: KeyedProcessFunction.Context):
+        from nrtrec.schemas import ListingOp
         from nrtrec.streaming.batching import timer_at
+        from nrtrec.streaming.encoded_texts import EncodedText
 
         _, event_json = value
         listing = ListingEvent.model_validate_json(event_json)
         self.pending_state.update(event_json)
+        if listing.op is ListingOp.DELETE:
+            self.encoded_state.clear()
+            self.known.pop(listing.item_id, None)
+        else:
+            known = EncodedText.from_state(self.encoded_state.value())
+            if known is not None:
+                self.known[listing.item_id] = known
         now = ctx.timer_service().current_processing_time()
         ctx.timer_service().register_processing_time_timer(
             timer_at(now, self.settings.streaming.flush_ms)
@@ -72,19 +99,31 @@ class PublishItemDeltas(KeyedProcessFunction):
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
         from nrtrec.streaming.batching import ORPHAN
+        from nrtrec.streaming.encoded_texts import EncodedText
 
-        outcome = self.batcher.on_timer(ctx.get_current_key())
+        key = ctx.get_current_key()
+        outcome = self.batcher.on_timer(key)
         if outcome is ORPHAN:
             pending = self.pending_state.value()
             if pending:  # restored while this listing waited in a batch: publish it now
                 listing = ListingEvent.model_validate_json(pending)
+                known = EncodedText.from_state(self.encoded_state.value())
+                if known is not None:
+                    self.known[key] = known
                 yield from self._flush({listing.item_id: listing})
         elif outcome:
             yield from self._flush(outcome)
         self.pending_state.clear()
+        encoded = self.published.pop(key, None)
+        if encoded is not None:
+            self.encoded_state.update(encoded.to_state())
 
     def _flush(self, batch):
-        report = self.publisher.publish(batch)
+        known = {item: self.known.pop(item) for item in batch if item in self.known}
+        report = self.publisher.publish(batch, encoded=known)
+        self.published.update(report.encoded)
+        self.encoded_counter.inc(report.encoded_count)
+        self.reused_counter.inc(report.reused_count)
         for dead in report.dead_letters:
             yield dead.model_dump_json()
 

@@ -24,7 +24,9 @@ KINDS = [
     (Backend.FAISS, Quantization.INT8),
 ]
 # Exact search only where these tests ask for it: they measure the graph.
-GRAPH_ONLY = QueryNodeSettings(exact_search_max_count=0, exact_search_max_fraction=0.0)
+GRAPH_ONLY = QueryNodeSettings(
+    exact_search_max_count=0, exact_search_max_fraction=0.0, exact_search_cost_ratio=0.0
+)
 
 
 def spec(kind, metric=Metric.COSINE, **fields) -> IndexSpec:

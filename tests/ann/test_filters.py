@@ -191,7 +191,10 @@ def test_a_one_percent_filter_keeps_recall_through_exact_search(data, k):
 def test_a_one_percent_filter_inside_the_graph_still_finds_the_neighbours(data, k):
     # Exact search switched off: the graph walk itself must honour the filter.
     graph_only = QueryNodeSettings(
-        exact_search_max_count=0, exact_search_max_fraction=0.0, max_graph_steps=10**9
+        exact_search_max_count=0,
+        exact_search_max_fraction=0.0,
+        exact_search_cost_ratio=0.0,
+        max_graph_steps=10**9,
     )
     index, buckets = _labelled(data, graph_only)
     rows = np.flatnonzero(buckets == 42)
@@ -202,7 +205,9 @@ def test_a_one_percent_filter_inside_the_graph_still_finds_the_neighbours(data, 
 
 @pytest.mark.parametrize("k", [10, 100])
 def test_a_broad_filter_is_searched_in_the_graph(data, k):
-    index, buckets = _labelled(data, QueryNodeSettings(exact_search_max_count=0))
+    # The cost model off: the graph walk of a 20 % filter.
+    settings = QueryNodeSettings(exact_search_max_count=0, exact_search_cost_ratio=0.0)
+    index, buckets = _labelled(data, settings)
     rows = np.flatnonzero(buckets // 20 == 2)
     r = _filtered_recall(index, data, rows, k, {"band": "band-2"}, Strategy.FILTERED_GRAPH)
     print(f"20% filter recall@{k} = {r:.4f}")
@@ -211,10 +216,22 @@ def test_a_broad_filter_is_searched_in_the_graph(data, k):
 
 def test_a_long_graph_walk_goes_exact(data):
     # 20% of items and ef 4000 would walk ~20000 nodes: over a cap of 5000.
-    settings = QueryNodeSettings(exact_search_max_count=0, max_graph_steps=5000)
+    settings = QueryNodeSettings(
+        exact_search_max_count=0, max_graph_steps=5000, exact_search_cost_ratio=0.0
+    )
     index, _ = _labelled(data, settings)
     result = index.search(data[0], 10, ef=4000, filter={"band": "band-2"})
     assert result.strategy is Strategy.EXACT
     assert index.search(data[0], 10, ef=200, filter={"band": "band-2"}).strategy is (
         Strategy.FILTERED_GRAPH
     )
+
+
+def test_the_cost_model_searches_a_fifth_exactly_and_four_fifths_in_the_graph(data):
+    # 20k items, ef 128 (k=10): exact while candidates < sqrt(50 * 128 * 20000) ~ 11,300.
+    index, buckets = _labelled(data, QueryNodeSettings(exact_search_max_count=0))
+    fifth = index.search(data[0], 10, filter={"band": "band-2"})
+    assert (fifth.strategy, fifth.candidates) == (Strategy.EXACT, int(np.sum(buckets // 20 == 2)))
+    rest = index.search(data[0], 10, filter={"band": {"ne": "band-2"}})
+    assert rest.strategy is Strategy.FILTERED_GRAPH
+    assert rest.candidates == int(np.sum(buckets // 20 != 2))

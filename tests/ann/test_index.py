@@ -15,7 +15,9 @@ from tests.ann.helpers import exact_neighbours, new_index, random_vectors, recal
 
 N, DIM = 2_000, 32
 # Exact search only where a filter asks for it: these tests measure the graph.
-GRAPH_ONLY = QueryNodeSettings(exact_search_max_count=0, exact_search_max_fraction=0.0)
+GRAPH_ONLY = QueryNodeSettings(
+    exact_search_max_count=0, exact_search_max_fraction=0.0, exact_search_cost_ratio=0.0
+)
 
 
 @pytest.fixture(scope="module")

@@ -127,6 +127,25 @@ def item(settings: Settings, item_id: str, version: int) -> dict | None:
     return items[0] if items else None
 
 
+def job_metrics(flink, job_id: str) -> dict[str, list[str]]:
+    """The metric ids of each vertex of a job (Flink REST)."""
+    return {
+        v["id"]: [m["id"] for m in flink.rest("GET", f"/jobs/{job_id}/vertices/{v['id']}/metrics")]
+        for v in flink.rest("GET", f"/jobs/{job_id}")["vertices"]
+    }
+
+
+def job_counter(flink, job_id: str, name: str) -> float:
+    """A user counter summed over the job's vertices and subtasks; 0 before Flink reports it."""
+    total = 0.0
+    for vertex, ids in job_metrics(flink, job_id).items():
+        wanted = [m for m in ids if m.endswith("." + name)]
+        if wanted:
+            path = f"/jobs/{job_id}/vertices/{vertex}/metrics?get={','.join(wanted)}"
+            total += sum(float(m["value"]) for m in flink.rest("GET", path))
+    return total
+
+
 def dead_letters(settings: Settings, topic: str, want: list[str], timeout_s: float) -> str:
     """The reasons of the dead letters on ``topic``, once every string of ``want`` is in them
     (dead letters are at least once: a restart may repeat some)."""
@@ -241,10 +260,12 @@ def test_listings_and_clicks_become_items_and_user_vectors_and_survive_a_restart
     produce(settings, topics["clicks"], [(c.user_id, encode(c)) for c in second])
     renamed = movies[0].listing(50_000).model_copy(update={"title": "Toy Story, restored"})
     deleted = movies[1].listing(50_001, ListingOp.DELETE)
+    # Text unchanged: published from the vectors in the job's keyed state, restored with it.
+    repriced = movies[2].listing(50_002).model_copy(update={"price": 1234.5})
     produce(
         settings,
         topics["listings"],
-        [(renamed.item_id, encode(renamed)), (deleted.item_id, encode(deleted))],
+        [(x.item_id, encode(x)) for x in (renamed, deleted, repriced)],
     )
     restarted = ensure_jobs(settings, flink)
     assert set(restarted.values()).isdisjoint(jobs.values())
@@ -272,6 +293,29 @@ def test_listings_and_clicks_become_items_and_user_vectors_and_survive_a_restart
         60,
     )
     assert len(search_ids(settings, probe, 2)) == N_ITEMS - 1
+    np.testing.assert_allclose(
+        item(settings, renamed.item_id, 2)["vector"],
+        local.encode_listings([renamed], 2).vectors[0],
+        atol=1e-5,
+    )
+    wait_until(
+        "price update applied",
+        lambda: (
+            (item(settings, repriced.item_id, 2) or {}).get("attributes", {}).get("price") == 1234.5
+        ),
+        60,
+    )
+    for version in (1, 2):
+        served = item(settings, repriced.item_id, version)
+        np.testing.assert_allclose(served["vector"], expected[version][2], atol=1e-5)
+    # ... and published without the tower: the restarted job re-used both versions' vectors.
+    wait_until(
+        "the item job's metrics count the re-used vectors",
+        lambda: job_counter(flink, restarted[ITEM_DELTAS.name], "item_vectors_reused") >= 2,
+        60,
+        diagnose=lambda: str(job_metrics(flink, restarted[ITEM_DELTAS.name])),
+    )
+    assert job_counter(flink, restarted[ITEM_DELTAS.name], "item_vectors_encoded") >= 2
 
     # Bad events: each a dead letter with its reason, and the jobs kept running.
     want = [
