@@ -160,12 +160,15 @@ def main(
                     settings, producer, client, base, lambda x, got: got.get("title") == x.title
                 )
                 results["catalogue_s"] = seconds
+            # What each listing says now: an attribute round keeps the last round's titles.
+            titles = {m.item_id: m.title for m in movies}
             for r in range(rounds):
                 for kind in KINDS if r % 2 == 0 else KINDS[::-1]:
                     ts = 10_000 + 10 * r + KINDS.index(kind)
                     if kind == "text":
+                        titles = {m.item_id: f"{m.title} #{r}" for m in movies}
                         listings = [
-                            m.listing(ts).model_copy(update={"title": f"{m.title} #{r}"})
+                            m.listing(ts).model_copy(update={"title": titles[m.item_id]})
                             for m in movies
                         ]
 
@@ -173,7 +176,10 @@ def main(
                             return got.get("title") == x.title
                     else:
                         listings = [
-                            m.listing(ts).model_copy(update={"price": 1_000.0 + r}) for m in movies
+                            m.listing(ts).model_copy(
+                                update={"title": titles[m.item_id], "price": 1_000.0 + r}
+                            )
+                            for m in movies
                         ]
 
                         def check(x, got):
