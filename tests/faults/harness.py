@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 from confluent_kafka import KafkaError, Message, Producer
 
 from nrtrec.cli.up import ensure_indexes, ensure_models
@@ -84,14 +85,23 @@ class FaultStack:
         return info.pid if info is not None and info.alive else None
 
     def kill(self, processes: Iterable[str]) -> dict[str, int]:
-        """SIGKILL each named supervised process; returns the pids killed."""
+        """SIGKILL each named supervised process; returns the pids killed. What they had
+        started themselves is kept in ``orphans_of_kill`` to check that it goes too."""
         killed = {}
+        self.orphans_of_kill = []
         for name in processes:
             pid = self.pids(name)
             assert pid is not None, f"{name} is not running"
+            self.orphans_of_kill += psutil.Process(pid).children(recursive=True)
             os.kill(pid, signal.SIGKILL)
             killed[name] = pid
         return killed
+
+    def orphans(self) -> list[str]:
+        """The killed processes' children still running (``is_running`` checks the start
+        time too, so a reused pid does not count)."""
+        alive = [p for p in self.orphans_of_kill if p.is_running()]
+        return [f"{p.pid} {' '.join(p.cmdline()[:2])}" for p in alive if _not_zombie(p)]
 
     def restarted(self, killed: dict[str, int]) -> bool:
         """Every killed process runs again, under a new pid."""
@@ -425,3 +435,10 @@ def settled(stack: FaultStack, load: Load, timeout_s: float) -> tuple[list[str],
 
 def _now() -> int:
     return int(time.time() * 1000)
+
+
+def _not_zombie(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -67,6 +67,9 @@ def test_the_stack_heals_from_a_sigkill_of(fault: str, stack: FaultStack, load: 
     start = time.monotonic()
     killed = stack.kill(FAULTS[fault])
     heal(stack, load, killed, HEAL_S)
+    # Nothing the killed process started lives on without it (Triton's Python stubs did).
+    wait_until("the killed process's children gone", lambda: not stack.orphans(), 30,
+               diagnose=lambda: "\n".join(stack.orphans()))  # fmt: skip
     during = [r for r in load.reads if r.at >= start]
     assert during, "no read was answered or attempted during the fault"
     failed = [r for r in during if r.status is not None and r.status >= 500]
