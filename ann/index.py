@@ -14,6 +14,7 @@ candidates of a quantized (int8) graph.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,9 +31,12 @@ from nrtrec.ann.graphs import FilterSupport, Graph, GraphMemory, GraphShort, gra
 from nrtrec.ann.lock import IndexLock
 from nrtrec.ann.results import Hit, SearchResult, StoredItem, Strategy
 from nrtrec.ann.spec import IndexSpec, is_int
+from nrtrec.ann.vectors import checked_matrix, checked_query
 from nrtrec.core.settings import QueryNodeSettings
 from nrtrec.schemas.filters import Filter, parse_filter
 from nrtrec.schemas.query_api import Metric, Quantization
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,7 +61,10 @@ class VectorIndex:
         self._setup(spec.max_elements)
 
     def _setup(self, capacity: int) -> None:
-        self._lock = IndexLock(self._graph.set_ef)
+        # Through self: a rebuild swaps the graph.
+        self._lock = IndexLock(lambda ef: self._graph.set_ef(ef))
+        # While a new graph is built beside the serving one: the rows written since it began.
+        self._touched: set[int] | None = None
         # Bumped by every write; lets the node skip saving an unchanged index.
         self._revision = 0
         self._revision_lock = threading.Lock()
@@ -104,7 +111,8 @@ class VectorIndex:
     def memory(self) -> GraphMemory:
         """Bytes per vector: the graph's copy or code and its links; ``full_precision_bytes``
         adds the float32 copy kept here (exact search, rescoring, look-ups)."""
-        return self._graph.memory()
+        with self._lock.frozen():
+            return self._graph.memory()
 
     @property
     def full_precision_bytes(self) -> int:
@@ -161,7 +169,7 @@ class VectorIndex:
         changes, so a bad vector leaves the index as it was.
         """
         ids = list(ids)
-        matrix = self._checked_matrix(vectors, len(ids))
+        matrix = checked_matrix(self.spec, vectors, len(ids))
         attrs = list(attributes) if attributes is not None else [None] * len(ids)
         if len(attrs) != len(ids):
             raise InvalidVector(f"{len(ids)} ids but {len(attrs)} attribute sets")
@@ -191,7 +199,7 @@ class VectorIndex:
                 self._ids[row] = item_id
                 self._row_of[item_id] = row
                 self._attributes.set(row, item_attrs or {})
-            self._compact_if_needed()
+            self._rebuild_if_needed(rows)
             self._bump()
         return len(ids)
 
@@ -210,7 +218,7 @@ class VectorIndex:
                 rows.append(row)
             if rows:
                 self._graph.remove(np.array(rows, np.int64))
-                self._compact_if_needed()
+                self._rebuild_if_needed(np.array(rows, np.int64))
                 self._bump()
         return len(rows)
 
@@ -230,11 +238,42 @@ class VectorIndex:
         self._graph.remove(np.array(new, np.int64))
         self._free.extend(new)
 
-    def _compact_if_needed(self) -> None:
-        # A graph that cannot delete in place (faiss) rebuilds once retired vectors dominate.
-        if self._graph.needs_compaction():
-            rows = np.flatnonzero(self._live)
-            self._graph.compact(rows, self._vectors[rows], self._settings.insert_threads)
+    def _rebuild_if_needed(self, written: np.ndarray) -> None:
+        # Under the write lock. A graph that cannot delete in place (faiss) is rebuilt once
+        # retired vectors dominate; the rows written meanwhile are replayed at the swap.
+        if self._touched is not None:
+            self._touched.update(written.tolist())
+        elif self._graph.needs_compaction():
+            self._touched = set()
+            name = f"rebuild-{self.name}-v{self.model_version}"
+            threading.Thread(target=self._rebuild, name=name, daemon=True).start()
+
+    def _rebuild(self) -> None:
+        """Build a new graph from the live rows beside the serving one, then swap it in.
+        Searches and writes go on during the build (100k faiss vectors take ~20 s here); only
+        the swap, which replays the rows written meanwhile, holds the write lock."""
+        threads = self._settings.insert_threads
+        fresh = None
+        try:
+            with self._lock.frozen():
+                rows = np.flatnonzero(self._live)
+                vectors, graph = self._vectors[rows], self._graph
+            fresh = graph.rebuilt(rows, vectors, threads)
+        except Exception:
+            log.exception("rebuilding %r v%d failed; the old graph serves on", *self.spec.key)
+        with self._lock.write():
+            touched, self._touched = self._touched or set(), None
+            if fresh is None:
+                return
+            fresh.resize(self.capacity)
+            replay = np.fromiter(touched, np.int64, len(touched))
+            if len(replay):
+                fresh.remove(replay)  # what it was built with for them is stale now
+                live = replay[self._live[replay]]
+                if len(live):
+                    fresh.add(live, self._vectors[live], threads)
+            self._graph = fresh
+            self._bump()
 
     def _reserve(self, new: int) -> None:
         free = len(self._free) + self.capacity - self._next_row
@@ -278,7 +317,7 @@ class VectorIndex:
         their full-precision vectors.
         """
         s = self._settings
-        query = self._checked_query(vector)
+        query = checked_query(self.spec, vector)
         if not is_int(k) or not 1 <= k <= s.max_k:
             raise OutOfRange(f"k must be between 1 and {s.max_k}, got {k!r}")
         if ef is not None and (not is_int(ef) or not 1 <= ef <= s.max_ef):
@@ -353,56 +392,6 @@ class VectorIndex:
 
     # ---- checks ---------------------------------------------------------------------------
 
-    def _checked_query(self, vector: Any) -> np.ndarray:
-        """One query as a (1, dim) float32 matrix. The common case, a float32 array of the
-        right dimension, is checked by one dot product: a finite, positive squared norm means
-        every element is finite and not all are zero (what cosine needs). Anything else takes
-        the full check, which names the problem; a profile of search put a quarter of its time
-        in that check (np.errstate, isfinite, any) before this."""
-        if (
-            isinstance(vector, np.ndarray)
-            and vector.dtype == np.float32
-            and vector.shape == (self.dim,)
-            and vector.flags.c_contiguous
-        ):
-            squared = float(vector @ vector)
-            if 0.0 < squared < math.inf:
-                return vector.reshape(1, self.dim)
-        return self._checked_matrix([vector] if _is_flat(vector) else vector, 1)
-
-    def _checked_matrix(self, vectors: Any, n: int) -> np.ndarray:
-        try:
-            # A value past float32's range becomes inf, refused below with the other non-finite.
-            with np.errstate(over="ignore"):
-                matrix = np.asarray(vectors, dtype=np.float32)
-        except (TypeError, ValueError) as e:
-            for vector in vectors:
-                if isinstance(vector, Sequence) and len(vector) != self.dim:
-                    raise self._wrong_dimension(len(vector)) from None
-            raise InvalidVector(f"vectors must be lists of numbers: {e}") from None
-        if matrix.ndim != 2 or matrix.shape[0] != n:
-            raise InvalidVector(f"expected {n} vector(s) of dimension {self.dim}")
-        if matrix.shape[1] != self.dim:
-            raise self._wrong_dimension(matrix.shape[1])
-        finite = np.isfinite(matrix).all(axis=1)
-        if not finite.all():
-            raise InvalidVector(
-                f"vector {int(np.argmin(finite))} holds NaN or infinity (or overflows float32)"
-            )
-        if self.metric is Metric.COSINE:
-            zero = ~np.any(matrix, axis=1)
-            if zero.any():
-                raise InvalidVector(
-                    f"vector {int(np.argmax(zero))} is zero; cosine needs a direction"
-                )
-        return np.ascontiguousarray(matrix)
-
-    def _wrong_dimension(self, dim: int) -> InvalidVector:
-        return InvalidVector(
-            f"index {self.name!r} v{self.model_version} has dimension {self.dim}, "
-            f"got a vector of dimension {dim}"
-        )
-
     def _stored_form(self, matrix: np.ndarray) -> np.ndarray:
         # Unit vectors for cosine, here and in the graph: exact search is then a dot product.
         if self.metric is Metric.COSINE:
@@ -457,11 +446,3 @@ class VectorIndex:
                 index._live[row] = True
         index._free = [row for row in range(rows) if state.ids[row] is None]
         return index
-
-
-def _is_flat(vector: Any) -> bool:
-    if isinstance(vector, np.ndarray):
-        return vector.ndim == 1
-    return (
-        not vector or isinstance(vector[0], str) or not isinstance(vector[0], Sequence | np.ndarray)
-    )

@@ -12,7 +12,8 @@ on its path. It costs ``dim * 4`` bytes per item and served version (256 at dim 
 
 Because a digest names the text it was made from, a stale state (restored from a checkpoint
 older than the last publish) is never wrong, only a miss: its text no longer matches, so the
-listing is encoded.
+listing is encoded. That holds because a model version is immutable: new weights are a new
+version (``nrtrec models train`` registers one), never a replaced one.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nrtrec.inference.text import listing_text
+from nrtrec.inference.client import listing_text
 from nrtrec.schemas import ListingEvent
 
 

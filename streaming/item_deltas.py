@@ -79,9 +79,7 @@ class ItemDeltaPublisher:
                 else:
                     now[listing.item_id].vectors[version] = vector
             counts["reused"] += len(upserts) - len(stale)
-            encodable, vectors = self._encode(
-                stale, version, dead if version == versions[0] else []
-            )
+            encodable, vectors = self._encode(stale, version, dead)
             counts["encoded"] += len(encodable)
             for listing, vector in zip(encodable, vectors, strict=True):
                 now[listing.item_id].vectors[version] = vector
@@ -152,11 +150,15 @@ class ItemDeltaPublisher:
                 vectors.append(self.encoder.encode_listings([listing], version).vectors[0])
                 kept.append(listing)
             except BadEncoderInput as e:
-                dead.append(
-                    DeadLetter(
-                        source_topic=self.listings_topic,
-                        error=f"item tower rejected the listing: {e}",
-                        payload=listing.model_dump_json(exclude_none=True),
+                payload = listing.model_dump_json(exclude_none=True)
+                # Once per listing, whichever version refused it (another may have re-used
+                # a stored vector and never seen the text).
+                if all(d.payload != payload for d in dead):
+                    dead.append(
+                        DeadLetter(
+                            source_topic=self.listings_topic,
+                            error=f"item tower rejected the listing: {e}",
+                            payload=payload,
+                        )
                     )
-                )
         return kept, vectors

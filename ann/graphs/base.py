@@ -117,9 +117,10 @@ class Graph(ABC):
         return True
 
     def needs_compaction(self) -> bool:
-        """Whether removed rows take enough room that ``compact`` should rebuild the graph."""
+        """Whether removed rows take enough room that the graph should be ``rebuilt``."""
         return False
 
-    def compact(self, rows: np.ndarray, vectors: np.ndarray, threads: int) -> None:
-        """Rebuild the graph from the live ``rows`` and their ``vectors``."""
+    def rebuilt(self, rows: np.ndarray, vectors: np.ndarray, threads: int) -> Graph:
+        """A new graph of the same spec and capacity holding only ``rows`` (this one is left
+        as it is: searches go on using it while the new one is built)."""
         raise NotImplementedError

@@ -6,7 +6,7 @@ rows map to faiss ids: an update appends a new id and retires the old one, a del
 it. Every search passes a bitmap of the ids that may answer (live, and allowed by the filter)
 through ``IDSelectorBitmap``, which faiss checks in C++ as it walks the graph: no Python call
 per visited node. Retired ids still take room; when they outnumber the live ones the index
-asks for ``compact``, which rebuilds the graph from the live vectors.
+builds a new graph from the live vectors beside this one (``rebuilt``) and swaps it in.
 
 int8: each dimension is mapped linearly onto 0..255 between its minimum and maximum, trained
 on the first ``train_size`` vectors (and again on every compaction); until then the graph is
@@ -19,7 +19,6 @@ ef is a parameter of each search (no shared state), so searches with different e
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
@@ -40,8 +39,6 @@ ROWS = "graph-rows.npz"
 TRAIN_SIZE = 1_000
 # Retired ids are rebuilt away once they are this many and outnumber the live ones.
 COMPACT_MIN_RETIRED = 1_000
-# faiss's thread count is one process-wide setting; adds set it, searches want one thread.
-_threads = threading.Lock()
 
 
 class FaissGraph(Graph):
@@ -59,9 +56,11 @@ class FaissGraph(Graph):
     ):
         self._spec = spec
         self._index = index
-        # By faiss id: the row it holds, and whether it is that row's current vector.
-        self._row_of_id = row_of_id
-        self._live = live
+        # By faiss id (the first ``_ids`` entries; room to grow beyond, so that a one-item
+        # write does not copy them): the row it holds, and whether it is that row's vector now.
+        self._ids = len(row_of_id)
+        self._row_of_id_store = row_of_id
+        self._live_store = live
         self._id_of_row = np.full(capacity, -1, np.int64)
         current = np.flatnonzero(live)
         self._id_of_row[row_of_id[current]] = current
@@ -69,6 +68,14 @@ class FaissGraph(Graph):
         # Vectors waiting for a quantized graph's training, by row.
         self._pending: dict[int, np.ndarray] = {}
         self._live_bits: np.ndarray | None = None
+
+    @property
+    def _row_of_id(self) -> np.ndarray:
+        return self._row_of_id_store[: self._ids]
+
+    @property
+    def _live(self) -> np.ndarray:
+        return self._live_store[: self._ids]
 
     @classmethod
     def create(cls, spec: IndexSpec, capacity: int) -> Self:
@@ -119,28 +126,42 @@ class FaissGraph(Graph):
         return self._index.is_trained
 
     def add(self, rows: np.ndarray, vectors: np.ndarray, threads: int) -> None:
-        self._retire(rows)
         if not self._index.is_trained:
-            for row, vector in zip(rows.tolist(), vectors, strict=True):
-                self._pending[row] = vector
-            if len(self._pending) < TRAIN_SIZE:
+            self._retire(rows)
+            waiting = dict(self._pending)
+            waiting.update(zip(rows.tolist(), vectors, strict=True))
+            if len(waiting) < TRAIN_SIZE:
+                self._pending = waiting
                 return
-            rows = np.fromiter(self._pending, np.int64, len(self._pending))
-            vectors = np.stack(list(self._pending.values()))
-            self._pending.clear()
-            self._index.train(vectors)
+            rows = np.fromiter(waiting, np.int64, len(waiting))
+            vectors = np.stack(list(waiting.values()))
+            # Kept until the training and the add succeed: a failure loses nothing.
+            self._index.train(np.ascontiguousarray(vectors, np.float32))
         first = self._index.ntotal
-        with _threads:
-            faiss.omp_set_num_threads(threads if threads >= 1 else os.cpu_count() or 1)
-            try:
-                self._index.add(np.ascontiguousarray(vectors, np.float32))
-            finally:
-                faiss.omp_set_num_threads(1)
-        ids = np.arange(first, first + len(rows), dtype=np.int64)
-        self._row_of_id = np.concatenate([self._row_of_id, rows.astype(np.int64)])
-        self._live = np.concatenate([self._live, np.ones(len(rows), bool)])
-        self._id_of_row[rows] = ids
+        # omp_set_num_threads sets this thread's count only; searches run on other threads.
+        faiss.omp_set_num_threads(threads if threads >= 1 else os.cpu_count() or 1)
+        try:
+            self._index.add(np.ascontiguousarray(vectors, np.float32))
+        finally:
+            faiss.omp_set_num_threads(1)
+        if self._index.ntotal != first + len(rows):
+            raise RuntimeError(f"faiss added {self._index.ntotal - first} of {len(rows)} vectors")
+        # Only now the old vectors of these rows retire: a failed add left them serving.
+        self._pending.clear()
+        self._retire(rows)
+        self._append(rows.astype(np.int64))
+        self._id_of_row[rows] = np.arange(first, first + len(rows), dtype=np.int64)
         self._live_bits = None
+
+    def _append(self, rows: np.ndarray) -> None:
+        end = self._ids + len(rows)
+        if end > len(self._row_of_id_store):
+            room = max(end, 2 * len(self._row_of_id_store), 1024)
+            self._row_of_id_store = np.resize(self._row_of_id_store, room)
+            self._live_store = np.resize(self._live_store, room)
+        self._row_of_id_store[self._ids : end] = rows
+        self._live_store[self._ids : end] = True
+        self._ids = end
 
     def remove(self, rows: np.ndarray) -> None:
         self._retire(rows)
@@ -165,17 +186,14 @@ class FaissGraph(Graph):
         live = len(self._live) - self._retired
         return self._retired >= COMPACT_MIN_RETIRED and self._retired > live
 
-    def compact(self, rows: np.ndarray, vectors: np.ndarray, threads: int) -> None:
-        self._index = _new_index(self._spec)
-        self._row_of_id = np.zeros(0, np.int64)
-        self._live = np.zeros(0, bool)
-        self._id_of_row[:] = -1
-        self._retired = 0
-        self._pending.clear()
-        if len(rows) >= TRAIN_SIZE and not self._index.is_trained:
-            self._index.train(np.ascontiguousarray(vectors, np.float32))
+    def rebuilt(self, rows: np.ndarray, vectors: np.ndarray, threads: int) -> FaissGraph:
+        graph = FaissGraph.create(self._spec, self.capacity)
+        if len(rows) >= TRAIN_SIZE and not graph._index.is_trained:
+            # Trained on every live vector, not only the first ones the old graph saw.
+            graph._index.train(np.ascontiguousarray(vectors, np.float32))
         if len(rows):
-            self.add(rows, vectors, threads)
+            graph.add(rows, vectors, threads)
+        return graph
 
     # ---- search ---------------------------------------------------------------------------
 
@@ -185,14 +203,10 @@ class FaissGraph(Graph):
         if self._spec.metric is Metric.COSINE:
             query = query / np.linalg.norm(query, axis=1, keepdims=True)
         bits = self._bits(allowed)
-        # Both must outlive the search: params holds a raw pointer to the selector, the selector
-        # one to the bits; the names below keep them alive until it returns.
-        selector = None
-        if bits is not None:
-            selector = faiss.IDSelectorBitmap(len(self._live), faiss.swig_ptr(bits))
+        # faiss's wrappers keep the bits alive in the selector and the selector in params.
+        selector = None if bits is None else faiss.IDSelectorBitmap(bits)
         params = faiss.SearchParametersHNSW(efSearch=max(ef, k), sel=selector)
         distances, ids = self._index.search(query, k, params=params)
-        del params, selector, bits
         ids, distances = ids[0], distances[0]
         if len(ids) < k or ids[-1] < 0:
             raise GraphShort(f"the graph walk found {int(np.count_nonzero(ids >= 0))} of {k}")
@@ -213,7 +227,7 @@ class FaissGraph(Graph):
 
     def memory(self) -> GraphMemory:
         n = max(self._index.ntotal, 1)
-        hnsw = self._index.hnsw
+        hnsw = self._index.hnsw  # the index's lock keeps writers (and compaction) out meanwhile
         # Neighbour ids (int32), each node's offset into them (8) and level (4).
         links = (hnsw.neighbors.size() * 4 + hnsw.offsets.size() * 8 + hnsw.levels.size() * 4) / n
         # The id maps beside faiss: row by id (8), live flag (1), id by row (8).

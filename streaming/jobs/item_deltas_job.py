@@ -83,6 +83,8 @@ class PublishItemDeltas(KeyedProcessFunction):
         if listing.op is ListingOp.DELETE:
             self.encoded_state.clear()
             self.known.pop(listing.item_id, None)
+            # An upsert flushed before, whose state waits for this key's timer, is void now.
+            self.published.pop(listing.item_id, None)
         else:
             known = EncodedText.from_state(self.encoded_state.value())
             if known is not None:

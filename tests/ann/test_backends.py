@@ -16,6 +16,7 @@ from nrtrec.ann.graphs.faiss_hnsw import TRAIN_SIZE
 from nrtrec.core.settings import QueryNodeSettings
 from nrtrec.schemas.query_api import Backend, Metric, Quantization
 from tests.ann.helpers import exact_neighbours, random_vectors, recall
+from tests.waiting import wait_until
 
 N, DIM, QUERIES = 5_000, 16, 100
 KINDS = [
@@ -224,3 +225,25 @@ def test_what_each_backend_declares():
     assert GRAPHS[Backend.FAISS].filter_support is FilterSupport.NATIVE
     with pytest.raises(InvalidSpec, match="int8"):
         spec((Backend.HNSW, Quantization.INT8))
+
+
+def test_a_faiss_rebuild_runs_beside_searches_and_keeps_the_writes_made_meanwhile(data, queries):
+    index = VectorIndex(spec((Backend.FAISS, Quantization.NONE), Metric.L2), GRAPH_ONLY)
+    index.upsert(ids(range(1500)), data[:1500])
+    # Every item replaced twice: retired ids outnumber live ones, and a rebuild starts.
+    index.upsert(ids(range(1500)), data[1500:3000])
+    index.upsert(ids(range(1500)), data[3000:4500])
+    before = index._graph.size
+    # Written while the new graph is built: replayed into it at the swap.
+    index.upsert(ids(range(100)), data[4500:4600])
+    index.delete(ids(range(100, 200)))
+    for q in queries[:50]:
+        assert len(index.search(q, 10).hits) == 10  # the old graph serves meanwhile
+    wait_until("the rebuilt graph swapped in", lambda: index._graph.size < before, 60)
+    # Built from 1,400 or 1,500 live rows (as the build's copy fell before or after the writes
+    # above), plus the 100 replayed: at most 1,600 vectors, where the old graph had 4,600.
+    assert index._graph.size <= 1600 and index.count == 1400
+    for i in (*range(0, 100, 7), *range(200, 1500, 97)):
+        vector = data[4500 + i] if i < 100 else data[3000 + i]
+        assert index.search(vector, 1).hits[0].id == f"item-{i}"
+    assert not {h.id for q in queries for h in index.search(q, 20).hits} & set(ids(range(100, 200)))
