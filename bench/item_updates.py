@@ -29,8 +29,7 @@ from typing import Annotated, Any
 import httpx
 import numpy as np
 import typer
-from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Producer
 from rich.console import Console
 
 from bench.common import draw_panels, machine_info, wait_for, write_results
@@ -128,19 +127,7 @@ def main(
             stack.triton()
             flink = stack.flink()
             train_test_models(settings.triton.model_repository)
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        futures = admin.create_topics(
-            [
-                NewTopic(x, num_partitions=settings.kafka.partitions)
-                for x in set(settings.topics.all().values())
-            ]
-        )
-        for f in futures.values():
-            try:
-                f.result(30)
-            except KafkaException as e:  # one the stack made already (dead letters)
-                if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
+        # The Kafka service made this run's topics, with their contract configs (compaction).
         runner = LocalRunner(
             settings,
             [QueryNodeService(settings, i) for i in (0, 1)] + [GatewayService(settings)],

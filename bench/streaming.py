@@ -445,13 +445,7 @@ def main(
 
             train_test_models(settings.triton.model_repository)
             setup["train_s"] = time.monotonic() - t
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        topics = set(settings.topics.all().values())
-        futures = admin.create_topics(
-            [NewTopic(x, num_partitions=settings.kafka.partitions) for x in topics]
-        )
-        for f in futures.values():
-            f.result(30)
+        # The Kafka service made this run's topics, with their contract configs (compaction).
         runner = LocalRunner(
             settings,
             [QueryNodeService(settings, i) for i in (0, 1)] + [GatewayService(settings)],
