@@ -171,7 +171,9 @@ class TritonService(Service):
             # On SIGTERM finish in-flight requests for at most this long (the runner waits 15 s).
             "--exit-timeout-secs=10",
         ]  # fmt: skip
-        return [Process(self.name, argv, env=self.environment(), cwd=self.data_dir)]
+        # Through the launcher: it clears what a killed server on this port left, then execs.
+        launch = [sys.executable, "-m", "nrtrec.deploy.services.triton_launch", shm_prefix, "--"]
+        return [Process(self.name, launch + argv, env=self.environment(), cwd=self.data_dir)]
 
     def _restricted(self) -> list[str]:
         """Model control and the other admin APIs want the key derived from the run's token."""

@@ -18,30 +18,16 @@ Behaviour:
 - A failure answers the affected requests with an error instead of crashing the stub.
 - Config parameters ``intra_op_num_threads`` / ``inter_op_num_threads`` size onnxruntime's
   thread pools (default 1 each: Triton already runs one model instance per configured count).
-- The stub exits within a second of its server's death (it watches its parent pid): Triton's
-  stubs otherwise outlive a server killed with SIGKILL.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
-
-
-def _exit_with_server(server_pid: int) -> None:
-    # A stub outlives a server killed with SIGKILL (found: one still running, holding its
-    # onnxruntime session, an hour after a fault test); re-parented, it serves nobody.
-    while True:
-        time.sleep(1.0)
-        if os.getppid() != server_pid:
-            os._exit(0)
 
 
 def _parameter(config: dict, key: str, default: str) -> str:
@@ -51,9 +37,6 @@ def _parameter(config: dict, key: str, default: str) -> str:
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        threading.Thread(
-            target=_exit_with_server, args=(os.getppid(),), name="exit-with-server", daemon=True
-        ).start()
         config = json.loads(args["model_config"])
         self.model_name = args["model_name"]
         self.batched = int(config.get("max_batch_size", 0)) > 0
