@@ -11,20 +11,21 @@ needs numpy < 2; see the README's "ANN backends".
 """
 
 from nrtrec.ann.graphs.base import FilterSupport, Graph, GraphMemory, GraphShort
-from nrtrec.ann.graphs.faiss_hnsw import FaissGraph
 from nrtrec.ann.graphs.hnsw import HnswGraph
 from nrtrec.schemas.query_api import Backend
 
-GRAPHS: dict[Backend, type[Graph]] = {Backend.HNSW: HnswGraph, Backend.FAISS: FaissGraph}
 
+def graph_class(backend: Backend | str) -> type[Graph]:
+    if Backend(backend) is Backend.FAISS:
+        # Imported when first used: faiss takes ~0.3 s to load and logs its CPU probing
+        # ("No module named 'faiss.swigfaiss_avx2'") on every command that imports nrtrec.ann.
+        from nrtrec.ann.graphs.faiss_hnsw import FaissGraph
 
-def graph_class(backend: Backend) -> type[Graph]:
-    return GRAPHS[Backend(backend)]
+        return FaissGraph
+    return HnswGraph
 
 
 __all__ = [
-    "GRAPHS",
-    "FaissGraph",
     "FilterSupport",
     "Graph",
     "GraphMemory",

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from nrtrec.ann import IndexSpec, InvalidSpec, SnapshotStore, Strategy, VectorIndex
-from nrtrec.ann.graphs import GRAPHS, FilterSupport
+from nrtrec.ann.graphs import FilterSupport, graph_class
 from nrtrec.ann.graphs.faiss_hnsw import TRAIN_SIZE
 from nrtrec.core.settings import QueryNodeSettings
 from nrtrec.schemas.query_api import Backend, Metric, Quantization
@@ -221,8 +221,8 @@ def test_int8_codes_take_a_quarter_of_float32(data):
 
 
 def test_what_each_backend_declares():
-    assert GRAPHS[Backend.HNSW].filter_support is FilterSupport.CALLBACK
-    assert GRAPHS[Backend.FAISS].filter_support is FilterSupport.NATIVE
+    assert graph_class(Backend.HNSW).filter_support is FilterSupport.CALLBACK
+    assert graph_class("faiss").filter_support is FilterSupport.NATIVE
     with pytest.raises(InvalidSpec, match="int8"):
         spec((Backend.HNSW, Quantization.INT8))
 
