@@ -226,19 +226,17 @@ class FaissGraph(Graph):
         return np.packbits(self._live & allowed[self._row_of_id], bitorder="little")
 
     def memory(self) -> GraphMemory:
-        n = max(self._index.ntotal, 1)
-        hnsw = self._index.hnsw  # the index's lock keeps writers (and compaction) out meanwhile
+        int8 = self._spec.quantization is Quantization.INT8
+        vectors = float(self._spec.dim if int8 else self._spec.dim * 4)
+        # The id maps beside faiss: row by id (8), live flag (1), id by row (8).
+        maps = 17
+        n = self._index.ntotal
+        if not n:  # nothing to measure yet: level 0's 2M neighbour ids, offset and level
+            return GraphMemory(vectors=vectors, links=float(2 * self._spec.M * 4 + 12 + maps))
+        hnsw = self._index.hnsw  # the index's lock keeps writers (and a swap) out meanwhile
         # Neighbour ids (int32), each node's offset into them (8) and level (4).
         links = (hnsw.neighbors.size() * 4 + hnsw.offsets.size() * 8 + hnsw.levels.size() * 4) / n
-        # The id maps beside faiss: row by id (8), live flag (1), id by row (8).
-        links += 17
-        if self._spec.quantization is Quantization.INT8:
-            vectors = float(self._spec.dim)
-        else:
-            vectors = float(self._spec.dim * 4)
-        if not self._index.ntotal:
-            links = float(2 * self._spec.M * 4 + 29)
-        return GraphMemory(vectors=vectors, links=float(links))
+        return GraphMemory(vectors=vectors, links=float(links + maps))
 
 
 def _new_index(spec: IndexSpec) -> faiss.IndexHNSW:
