@@ -6,7 +6,8 @@ Rows. An item lives in a row: its index in our arrays (vectors, attributes, ids)
 the graph knows it by. A deleted item's row goes on a free list and the next new item takes it
 back, so a long run of adds and deletes reuses the same rows and memory stays bounded.
 
-Scores. l2: the Euclidean distance, smaller is nearer. ip: the dot product. cosine: the dot
+Scores. l2: the Euclidean distance, smaller is nearer. hamming (vectors of 0/1 values, one a
+bit): the number of differing bits, smaller is nearer. ip: the dot product. cosine: the dot
 product of unit vectors. Every graph answers in these terms; exact search computes the same
 quantities with numpy from the full-precision vectors kept here, which also rescore the
 candidates of a quantized (int8) graph.
@@ -72,7 +73,7 @@ class VectorIndex:
         self._ids: list[str | None] = [None] * capacity
         self._live = np.zeros(capacity, bool)
         self._vectors = np.zeros((capacity, self.spec.dim), np.float32)
-        # For l2 exact search: |x - q|^2 = |x|^2 - 2 x.q + |q|^2.
+        # For l2 and hamming exact search: |x - q|^2 = |x|^2 - 2 x.q + |q|^2.
         self._sq_norms = np.zeros(capacity, np.float32)
         self._attributes = AttributeStore(capacity)
         self._free: list[int] = []

@@ -51,6 +51,10 @@ class IndexSpec:
             except ValueError:
                 known = ", ".join(k.value for k in kind)
                 raise InvalidSpec(f"{what} {getattr(self, what)!r} is not one of {known}") from None
+        if self.quantization is Quantization.INT8 and self.metric is Metric.HAMMING:
+            raise InvalidSpec(
+                "quantization int8 does not apply to metric hamming: its vectors are bits already"
+            )
         if self.quantization is Quantization.INT8 and self.backend is not Backend.FAISS:
             raise InvalidSpec(
                 "quantization int8 needs backend faiss: hnswlib stores float32 vectors only"
@@ -65,6 +69,11 @@ class IndexSpec:
             if not is_int(value) or value < low or (high is not None and value > high):
                 bound = f"between {low} and {high}" if high else f"at least {low}"
                 raise InvalidSpec(f"{what} must be an integer {bound}, got {value!r}")
+        if self.metric is Metric.HAMMING and self.backend is Backend.FAISS and self.dim % 8:
+            raise InvalidSpec(
+                f"backend faiss keeps hamming codes packed 8 bits a byte: dim must be a "
+                f"multiple of 8, got {self.dim}"
+            )
 
     @property
     def key(self) -> tuple[str, int]:

@@ -1,5 +1,6 @@
 """What a vector must be before an index takes it: the index's dimension, finite float32
-values, and (for cosine) not zero. Each refusal is an ``InvalidVector`` that names the problem."""
+values, (for cosine) not zero, and (for hamming) bits: every value 0 or 1. Each refusal is an
+``InvalidVector`` that names the problem."""
 
 from __future__ import annotations
 
@@ -19,24 +20,31 @@ def checked_query(spec: IndexSpec, vector: Any) -> np.ndarray:
     right dimension, is checked by one dot product: a finite, positive squared norm means
     every element is finite and not all are zero (what cosine needs). Anything else takes
     the full check, which names the problem; a profile of search put a quarter of its time
-    in that check (np.errstate, isfinite, any) before this."""
+    in that check (np.errstate, isfinite, any) before this. A hamming query (bits, which may
+    all be 0) is checked for bits instead."""
     if (
         isinstance(vector, np.ndarray)
         and vector.dtype == np.float32
         and vector.shape == (spec.dim,)
         and vector.flags.c_contiguous
     ):
-        squared = float(vector @ vector)
-        if 0.0 < squared < math.inf:
-            return vector.reshape(1, spec.dim)
+        if spec.metric is Metric.HAMMING:
+            if ((vector == 0) | (vector == 1)).all():
+                return vector.reshape(1, spec.dim)
+        else:
+            squared = float(vector @ vector)
+            if 0.0 < squared < math.inf:
+                return vector.reshape(1, spec.dim)
     return checked_matrix(spec, [vector] if _is_flat(vector) else vector, 1)
 
 
 def checked_matrix(spec: IndexSpec, vectors: Any, n: int) -> np.ndarray:
+    hamming = spec.metric is Metric.HAMMING
     try:
         # A value past float32's range becomes inf, refused below with the other non-finite.
+        # Bits are checked in float64, as JSON gives them: float32 would round 1e-50 to 0.
         with np.errstate(over="ignore"):
-            matrix = np.asarray(vectors, dtype=np.float32)
+            matrix = np.asarray(vectors, dtype=np.float64 if hamming else np.float32)
     except (TypeError, ValueError) as e:
         for vector in vectors:
             if isinstance(vector, Sequence) and len(vector) != spec.dim:
@@ -46,6 +54,8 @@ def checked_matrix(spec: IndexSpec, vectors: Any, n: int) -> np.ndarray:
         raise InvalidVector(f"expected {n} vector(s) of dimension {spec.dim}")
     if matrix.shape[1] != spec.dim:
         raise _wrong_dimension(spec, matrix.shape[1])
+    if hamming:
+        return _checked_bits(matrix)
     finite = np.isfinite(matrix).all(axis=1)
     if not finite.all():
         raise InvalidVector(
@@ -56,6 +66,21 @@ def checked_matrix(spec: IndexSpec, vectors: Any, n: int) -> np.ndarray:
         if zero.any():
             raise InvalidVector(f"vector {int(np.argmax(zero))} is zero; cosine needs a direction")
     return np.ascontiguousarray(matrix)
+
+
+def _checked_bits(matrix: np.ndarray) -> np.ndarray:
+    # NaN and infinity are not bits either: named here with their position, like 0.5 or 2.
+    ones = matrix == 1
+    bad = ~(ones | (matrix == 0))
+    if bad.any():
+        vector, position = (int(i) for i in np.argwhere(bad)[0])
+        value = float(matrix[vector, position])
+        raise InvalidVector(
+            f"vector {vector}, position {position}: {value!r} is not a bit; "
+            "hamming takes 0 or 1 for each bit"
+        )
+    # Exactly 0.0 and 1.0 (no -0.0) in float32, the form the index and its graph keep.
+    return ones.astype(np.float32)
 
 
 def _wrong_dimension(spec: IndexSpec, dim: int) -> InvalidVector:

@@ -100,16 +100,13 @@ def gateway(
 
     settings = load_settings()
     logs.configure(settings.log_format)
-    shards = None
-    if shard:
-        shards = [[u.strip() for u in s.split(",") if u.strip()] for s in shard]
     gw = _given(
         settings.gateway,
         host=host,
         port=port,
         num_partitions=num_partitions,
         upstream_token=upstream_token,
-        shards=shards,
+        shards=_shard_list(shard),
     )
     settings = _token(settings.model_copy(update={"gateway": gw}), token)
     try:
@@ -128,10 +125,21 @@ def recommender_app(
     kafka: Annotated[
         str | None, typer.Option(help="bootstrap servers for click events; default kafka.*")
     ] = None,
+    shard: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="read from the shards directly: one shard's replica URLs, comma-separated; "
+            "repeat once per shard (app.query_path auto)"
+        ),
+    ] = None,
+    num_partitions: Annotated[
+        int | None, typer.Option(help="item-deltas' partition count; default kafka.partitions")
+    ] = None,
 ) -> None:
     """Run the recommender app: recommendations, similar items, click tracking, homepage.
 
-    The user-vector store is settings.user_store.backend (NRTREC_USER_STORE__BACKEND)."""
+    The user-vector store is settings.user_store.backend (NRTREC_USER_STORE__BACKEND). Reads go
+    to the shards themselves when they are named (--shard, gateway.shards), else the gateway."""
     import uvicorn
 
     from nrtrec.recommender_app import create_app
@@ -139,9 +147,21 @@ def recommender_app(
     settings = load_settings()
     logs.configure(settings.log_format)
     cfg = _given(settings.app, host=host, port=port, kafka_bootstrap=kafka)
-    gw = _given(settings.gateway, client_url=gateway_url)
+    gw = _given(
+        settings.gateway,
+        client_url=gateway_url,
+        shards=_shard_list(shard),
+        num_partitions=num_partitions,
+    )
     settings = settings.model_copy(update={"app": cfg, "gateway": gw})
     uvicorn.run(create_app(settings), host=cfg.host, port=cfg.port, access_log=cfg.access_log)
+
+
+def _shard_list(shard: list[str] | None) -> list[list[str]] | None:
+    """``--shard URL[,URL...]`` repeated: per shard, its replicas' URLs."""
+    if not shard:
+        return None
+    return [[u.strip() for u in s.split(",") if u.strip()] for s in shard]
 
 
 def register_service_commands(app: typer.Typer) -> None:

@@ -335,6 +335,16 @@ class AppSettings(BaseModel):
         }
     )
     max_connections: int = Field(default=64, ge=1, description="open connections to the gateway")
+    # How reads reach the query nodes. "shards": the app fans out over `gateway.shards` itself
+    # (one HTTP hop, the gateway's fan-out as a library); "gateway": through `gateway.url` (one
+    # more process on the path); "auto": shards when `gateway.shards` names them, else gateway.
+    query_path: Literal["auto", "shards", "gateway"] = "auto"
+
+    def reads_shards(self, gateway: GatewaySettings) -> bool:
+        """Whether the app's reads go to the shards directly (``query_path``)."""
+        if self.query_path == "auto":
+            return bool(gateway.shards)
+        return self.query_path == "shards"
 
 
 class LocalRunnerSettings(BaseModel):
@@ -425,6 +435,15 @@ class Settings(BaseSettings):
         if self.gateway.shards:
             return [list(replicas) for replicas in self.gateway.shards]
         return self.local_shard_urls()
+
+    def with_local_shards(self) -> Settings:
+        """These settings with ``gateway.shards`` set to the local runner's query nodes and
+        ``num_partitions`` to item-deltas' partitions: what the gateway and the app fan out
+        over when ``nrtrec up`` runs them."""
+        gw = self.gateway.model_copy(
+            update={"shards": self.local_shard_urls(), "num_partitions": self.kafka.partitions}
+        )
+        return self.model_copy(update={"gateway": gw})
 
     def local_shard_urls(self) -> list[list[str]]:
         """The local runner's query nodes, per shard its replicas: node ``n`` (shard

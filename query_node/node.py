@@ -66,6 +66,9 @@ class QueryNode:
         parameter, ``IndexExists``.
         """
         defaults = self.settings.query_node
+        if quantization is None and metric == Metric.HAMMING:
+            # Bits take no int8 codes: the node's default does not apply (asked for, refused).
+            quantization = Quantization.NONE
         spec = IndexSpec(
             name=name,
             model_version=model_version,

@@ -1,8 +1,9 @@
 """The app factory: the recommender app's HTTP API (DESIGN.md) and the homepage module.
 
-The lifespan makes every client once (the user-vector store, one keep-alive HTTP client to the
-gateway, the Kafka producer for clicks) and hands them to handlers through ``request.state``;
-it runs the popular-items refresh in the background and closes everything at shutdown.
+The lifespan makes every client once (the user-vector store, the query API's client: the shards
+themselves or the gateway, the Kafka producer for clicks) and hands them to handlers through
+``request.state``; it runs the popular-items refresh in the background and closes everything at
+shutdown.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from nrtrec.core.settings import Settings
 from nrtrec.core.web.limits import BodyLimitMiddleware
 from nrtrec.core.web.timing import LatencyMiddleware
-from nrtrec.query_node.client import QueryClient
+from nrtrec.query_node.client import QueryClient, QueryReader, ShardedQueryClient
 from nrtrec.recommender_app import errors
 from nrtrec.recommender_app.clicks import ClickPublisher
 from nrtrec.recommender_app.deps import Services
@@ -49,13 +50,7 @@ def create_app(settings: Settings | None = None, store: UserVectorStore | None =
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         cfg = settings.app
         async_store = AsyncStore(settings, store)
-        # No retries: a request's deadline leaves no room for a second try (it degrades).
-        gateway = QueryClient.of(
-            settings,
-            timeout_s=cfg.search_timeout_s,
-            retries=0,
-            max_connections=cfg.max_connections,
-        )
+        gateway = await _open_reader(settings, metrics)
         versions = LiveVersions(gateway, cfg.index_name, cfg.versions_ttl_s)
         popular = PopularItems(settings, async_store, gateway, versions)
         publisher = ClickPublisher(settings)
@@ -69,7 +64,7 @@ def create_app(settings: Settings | None = None, store: UserVectorStore | None =
             metrics=metrics,
         )
         refresh = asyncio.create_task(popular.run(), name="popular-items")
-        log.info("recommender app: gateway %s, index %r", gateway.base_url, cfg.index_name)
+        log.info("recommender app: query API at %s, index %r", gateway.base_url, cfg.index_name)
         try:
             yield {"services": services}
         finally:
@@ -94,3 +89,23 @@ def create_app(settings: Settings | None = None, store: UserVectorStore | None =
     app.include_router(homepage.router)
     app.mount(homepage.STATIC_URL, StaticFiles(directory=homepage.STATIC_DIR), name="static")
     return app
+
+
+async def _open_reader(settings: Settings, metrics: Metrics) -> QueryReader:
+    """The app's client of the query API: the shards themselves (the fan-out in this process,
+    one hop fewer) or the gateway, as ``settings.app.query_path`` says."""
+    cfg = settings.app
+    if cfg.reads_shards(settings.gateway):
+        return await ShardedQueryClient.open(
+            settings,
+            timeout_s=cfg.search_timeout_s,
+            on_failure=metrics.upstream_failure,
+            on_partial=metrics.partial_search,
+        )
+    # No retries: a request's deadline leaves no room for a second try (it degrades).
+    return QueryClient.of(
+        settings,
+        timeout_s=cfg.search_timeout_s,
+        retries=0,
+        max_connections=cfg.max_connections,
+    )

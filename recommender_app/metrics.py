@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from nrtrec.query_node.client import Attempt
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
@@ -42,6 +47,26 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+
+        # Only when the app fans out over the shards itself (app.query_path).
+        self.upstream_failures = Counter(
+            "nrtrec_app_upstream_failures",
+            "Failed calls to a query-node replica, by shard and kind (timeout, unavailable, ...)",
+            ["shard", "kind"],
+            registry=self.registry,
+        )
+        self.partial_searches = Counter(
+            "nrtrec_app_partial_searches",
+            "Searches answered without some shard, by the shard that was missing",
+            ["index", "shard"],
+            registry=self.registry,
+        )
+
+    def upstream_failure(self, shard: int, attempt: Attempt) -> None:
+        self.upstream_failures.labels(str(shard), attempt.kind).inc()
+
+    def partial_search(self, index: str, shard: int) -> None:
+        self.partial_searches.labels(index, str(shard)).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

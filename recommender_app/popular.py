@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 
 from nrtrec.core.settings import Settings
-from nrtrec.query_node.client import QueryApiError, QueryClient
+from nrtrec.query_node.client import QueryApiError, QueryReader
 from nrtrec.recommender_app.store import AsyncStore
 from nrtrec.recommender_app.versions import LiveVersions
 from nrtrec.user_store import StoreError
@@ -49,7 +49,7 @@ class PopularList:
 
 class PopularItems:
     def __init__(
-        self, settings: Settings, store: AsyncStore, gateway: QueryClient, versions: LiveVersions
+        self, settings: Settings, store: AsyncStore, gateway: QueryReader, versions: LiveVersions
     ):
         self._app = settings.app
         self._store = store

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nrtrec.core.settings import Settings
-from nrtrec.query_node.client import NotFound, QueryApiError, QueryClient, Refused, Unavailable
+from nrtrec.query_node.client import NotFound, QueryApiError, QueryReader, Refused, Unavailable
 from nrtrec.recommender_app.models import Source
 from nrtrec.recommender_app.popular import PopularItems
 from nrtrec.recommender_app.store import AsyncStore
@@ -58,7 +58,7 @@ class Recommender:
         self,
         settings: Settings,
         store: AsyncStore,
-        gateway: QueryClient,
+        gateway: QueryReader,
         versions: LiveVersions,
         popular: PopularItems,
     ):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from nrtrec.query_node.client import QueryApiError, QueryClient
+from nrtrec.query_node.client import QueryApiError, QueryReader
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class Listing:
 
 
 class LiveVersions:
-    def __init__(self, gateway: QueryClient, index_name: str, ttl_s: float):
+    def __init__(self, gateway: QueryReader, index_name: str, ttl_s: float):
         self._gateway = gateway
         self._index = index_name
         self._ttl_s = ttl_s

@@ -31,6 +31,15 @@ class Metric(StrEnum):
     L2 = "l2"
     IP = "ip"
     COSINE = "cosine"
+    # Binary codes: one 0 or 1 per bit (dim = bits); the score is the number of bits that differ.
+    HAMMING = "hamming"
+
+    @property
+    def smaller_is_nearer(self) -> bool:
+        """Whether scores are distances (l2, hamming: nearest first is ascending) rather than
+        similarities (ip, cosine: descending). The one place that says so: exact search and
+        the gateway's merge order by it."""
+        return self in (Metric.L2, Metric.HAMMING)
 
 
 class Backend(StrEnum):
@@ -130,8 +139,9 @@ class SearchRequest(Record):
 
 class SearchHit(BaseModel):
     id: str
-    # l2: the Euclidean distance (smaller is nearer); ip and cosine: the similarity (larger is
-    # nearer), i.e. the dot product, of unit vectors for cosine.
+    # l2: the Euclidean distance and hamming: the number of differing bits (smaller is nearer);
+    # ip and cosine: the similarity (larger is nearer), i.e. the dot product, of unit vectors
+    # for cosine.
     score: float
     # Only with ``include_attributes``.
     attributes: Attributes | None = None

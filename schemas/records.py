@@ -55,7 +55,7 @@ class IndexDeclaration(Record):
     model_version: ModelVersion
     state: Literal["live", "dropped"] = "live"
     dim: int = Field(ge=1, le=4096)
-    metric: Literal["l2", "ip", "cosine"]
+    metric: Literal["l2", "ip", "cosine", "hamming"]
     M: int = Field(ge=2, le=256)
     ef_construction: int = Field(ge=1)
     max_elements: int = Field(ge=1)

@@ -3,7 +3,8 @@
 - ``hnsw`` (default): hnswlib. Deletes in place and reuses slots; filters by a Python callback
   per visited node; float32 only.
 - ``faiss``: faiss's HNSW. Filters by a bitmap faiss checks in C++; ``quantization: int8``
-  keeps 8-bit codes in the graph; deletes and updates retire faiss ids until a compaction.
+  keeps 8-bit codes in the graph, metric hamming packed bits (its binary HNSW); deletes and
+  updates retire faiss ids until a compaction.
 
 ScaNN (the second backend of eBay's engine) is not here: its wheels need numpy 2, and
 tritonclient < 2.50 (the newest whose gRPC stubs import under apache-beam's grpcio ceiling)

@@ -1,9 +1,10 @@
 """The interface every ANN library behind a ``VectorIndex`` implements: a ``Graph``.
 
 A graph holds vectors by row number (the index's row, see ``ann.index``) and answers the rows
-nearest a query, with scores in the index's terms (l2: the distance; ip and cosine: the
-similarity). It knows nothing of string ids, attributes or locks: the index keeps those, the
-full-precision vectors (for exact search, rescoring and look-ups) and the choice of strategy.
+nearest a query, with scores in the index's terms (l2: the distance; hamming: the number of
+differing bits; ip and cosine: the similarity). It knows nothing of string ids, attributes or
+locks: the index keeps those, the full-precision vectors (for exact search, rescoring and
+look-ups) and the choice of strategy.
 
 What a library cannot do, its class says, and the index works around it:
 - ``filter_support``: whether an allowed-rows mask is checked in native code (a bitmap the

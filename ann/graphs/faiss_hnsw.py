@@ -13,6 +13,14 @@ on the first ``train_size`` vectors (and again on every compaction); until then 
 not ``ready`` and the index answers exactly. The index rescores a quantized graph's candidates
 with the full-precision vectors it keeps.
 
+hamming: an ``IndexBinaryHNSW`` over packed codes, dim / 8 bytes a vector (faiss asks for a dim
+that is a multiple of 8; the spec refuses others). It is the same ``faiss::HNSW`` walk with a
+Hamming distance computer: ids are insertion positions here too (no ``add_with_ids``, no
+``remove_ids``), so rows map and retire as above, and its ``search`` hands
+``SearchParametersHNSW`` (efSearch, and the ``IDSelectorBitmap``) to that walk, so filters stay
+native (faiss 1.15's IndexBinaryHNSW.cpp; the conformance suite's filtered cases check it).
+Its distances are int32 counts of differing bits.
+
 ef is a parameter of each search (no shared state), so searches with different ef run at once.
 """
 
@@ -49,13 +57,14 @@ class FaissGraph(Graph):
     def __init__(
         self,
         spec: IndexSpec,
-        index: faiss.IndexHNSW,
+        index: faiss.IndexHNSW | faiss.IndexBinaryHNSW,
         row_of_id: np.ndarray,
         live: np.ndarray,
         capacity: int,
     ):
         self._spec = spec
         self._index = index
+        self._binary = spec.metric is Metric.HAMMING
         # By faiss id (the first ``_ids`` entries; room to grow beyond, so that a one-item
         # write does not copy them): the row it holds, and whether it is that row's vector now.
         self._ids = len(row_of_id)
@@ -84,7 +93,8 @@ class FaissGraph(Graph):
     @classmethod
     def load(cls, spec: IndexSpec, folder: Path, capacity: int) -> Self:
         # read_index hands back the concrete class; a downcast_index wrapper would not own it.
-        index = faiss.read_index(str(folder / GRAPH))
+        binary = spec.metric is Metric.HAMMING
+        index = (faiss.read_index_binary if binary else faiss.read_index)(str(folder / GRAPH))
         with np.load(folder / ROWS, allow_pickle=False) as saved:
             row_of_id, live = saved["row_of_id"], saved["live"]
             pending_rows, pending = saved["pending_rows"], saved["pending"]
@@ -95,7 +105,8 @@ class FaissGraph(Graph):
         return graph
 
     def save(self, folder: Path) -> list[str]:
-        faiss.write_index(self._index, str(folder / GRAPH))
+        write = faiss.write_index_binary if self._binary else faiss.write_index
+        write(self._index, str(folder / GRAPH))
         pending_rows = np.fromiter(self._pending, np.int64, len(self._pending))
         pending = (
             np.stack(list(self._pending.values()))
@@ -141,7 +152,7 @@ class FaissGraph(Graph):
         # omp_set_num_threads sets this thread's count only; searches run on other threads.
         faiss.omp_set_num_threads(threads if threads >= 1 else os.cpu_count() or 1)
         try:
-            self._index.add(np.ascontiguousarray(vectors, np.float32))
+            self._index.add(self._encode(vectors))
         finally:
             faiss.omp_set_num_threads(1)
         if self._index.ntotal != first + len(rows):
@@ -152,6 +163,11 @@ class FaissGraph(Graph):
         self._append(rows.astype(np.int64))
         self._id_of_row[rows] = np.arange(first, first + len(rows), dtype=np.int64)
         self._live_bits = None
+
+    def _encode(self, vectors: np.ndarray) -> np.ndarray:
+        if self._binary:  # checked 0/1 values, 8 to a byte as IndexBinary takes them
+            return np.packbits(vectors != 0, axis=1)
+        return np.ascontiguousarray(vectors, np.float32)
 
     def _append(self, rows: np.ndarray) -> None:
         end = self._ids + len(rows)
@@ -206,13 +222,15 @@ class FaissGraph(Graph):
         # faiss's wrappers keep the bits alive in the selector and the selector in params.
         selector = None if bits is None else faiss.IDSelectorBitmap(bits)
         params = faiss.SearchParametersHNSW(efSearch=max(ef, k), sel=selector)
-        distances, ids = self._index.search(query, k, params=params)
+        distances, ids = self._index.search(self._encode(query), k, params=params)
         ids, distances = ids[0], distances[0]
         if len(ids) < k or ids[-1] < 0:
             raise GraphShort(f"the graph walk found {int(np.count_nonzero(ids >= 0))} of {k}")
         rows = self._row_of_id[ids]
         if self._spec.metric is Metric.L2:
             return rows, np.sqrt(np.maximum(distances, 0.0))
+        if self._binary:
+            return rows, distances.astype(np.float32)  # int32 bit counts
         return rows, distances
 
     def _bits(self, allowed: np.ndarray | None) -> np.ndarray | None:
@@ -227,7 +245,11 @@ class FaissGraph(Graph):
 
     def memory(self) -> GraphMemory:
         int8 = self._spec.quantization is Quantization.INT8
-        vectors = float(self._spec.dim if int8 else self._spec.dim * 4)
+        # The graph's code of a vector: one byte a dimension (int8), a bit (hamming), or float32.
+        if self._binary:
+            vectors = self._spec.dim / 8
+        else:
+            vectors = float(self._spec.dim if int8 else self._spec.dim * 4)
         # The id maps beside faiss: row by id (8), live flag (1), id by row (8).
         maps = 17
         n = self._index.ntotal
@@ -239,7 +261,11 @@ class FaissGraph(Graph):
         return GraphMemory(vectors=vectors, links=float(links + maps))
 
 
-def _new_index(spec: IndexSpec) -> faiss.IndexHNSW:
+def _new_index(spec: IndexSpec) -> faiss.IndexHNSW | faiss.IndexBinaryHNSW:
+    if spec.metric is Metric.HAMMING:
+        binary = faiss.IndexBinaryHNSW(spec.dim, spec.M)
+        binary.hnsw.efConstruction = spec.ef_construction
+        return binary
     metric = faiss.METRIC_L2 if spec.metric is Metric.L2 else faiss.METRIC_INNER_PRODUCT
     if spec.quantization is Quantization.INT8:
         index = faiss.IndexHNSWSQ(spec.dim, faiss.ScalarQuantizer.QT_8bit, spec.M, metric)

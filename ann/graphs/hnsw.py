@@ -6,7 +6,9 @@ without ``replace_deleted``. hnswlib's ``ef`` belongs to the index (``shared_ef`
 filter is a Python callable it calls for every node it visits (``FilterSupport.CALLBACK``).
 
 Scores: hnswlib returns the squared distance for l2 (we take the root) and 1 - dot for ip and
-cosine (we return the dot).
+cosine (we return the dot). hnswlib has no Hamming space; hamming indexes use its l2 space,
+whose squared distance between 0/1 vectors is the number of differing bits, exactly (each
+term is 0 or 1, each partial sum an integer well inside float32), returned as it is.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ if TYPE_CHECKING:
 _ELEMENT_OVERHEAD = 16
 
 
+def _space(metric: Metric) -> str:
+    # See the module's docstring: the squared L2 distance of bits is their Hamming distance.
+    return "l2" if metric is Metric.HAMMING else metric.value
+
+
 class HnswGraph(Graph):
     backend = Backend.HNSW
     filter_support = FilterSupport.CALLBACK
@@ -41,13 +48,13 @@ class HnswGraph(Graph):
 
     @classmethod
     def create(cls, spec: IndexSpec, capacity: int) -> Self:
-        index = hnswlib.Index(space=spec.metric.value, dim=spec.dim)
+        index = hnswlib.Index(space=_space(spec.metric), dim=spec.dim)
         index.init_index(max_elements=capacity, M=spec.M, ef_construction=spec.ef_construction)
         return cls(spec, index)
 
     @classmethod
     def load(cls, spec: IndexSpec, folder: Path, capacity: int) -> Self:
-        index = hnswlib.Index(space=spec.metric.value, dim=spec.dim)
+        index = hnswlib.Index(space=_space(spec.metric), dim=spec.dim)
         index.load_index(str(folder / GRAPH), max_elements=capacity)
         return cls(spec, index)
 
@@ -88,9 +95,12 @@ class HnswGraph(Graph):
             )
         except RuntimeError as e:
             raise GraphShort(str(e)) from None
-        if self._spec.metric is Metric.L2:
-            return labels[0].astype(np.int64), np.sqrt(np.maximum(distances[0], 0.0))
-        return labels[0].astype(np.int64), 1.0 - distances[0]
+        rows, metric = labels[0].astype(np.int64), self._spec.metric
+        if metric is Metric.L2:
+            return rows, np.sqrt(np.maximum(distances[0], 0.0))
+        if metric is Metric.HAMMING:
+            return rows, distances[0]  # the squared distance is the number of differing bits
+        return rows, 1.0 - distances[0]
 
     def memory(self) -> GraphMemory:
         m = self._spec.M

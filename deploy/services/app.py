@@ -1,4 +1,5 @@
-"""The recommender app (``nrtrec app``) over the local gateway, user-vector store and Kafka."""
+"""The recommender app (``nrtrec app``) over the local query nodes (its reads fan out over the
+shards in-process; see ``app.query_path``), user-vector store and Kafka."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ class AppService(Service):
         """Nothing to fetch: the app is nrtrec itself."""
 
     def processes(self) -> list[Process]:
-        return [Process(self.name, nrtrec_command("app"), settings=self.settings)]
+        settings = self.settings.with_local_shards()
+        return [Process(self.name, nrtrec_command("app"), settings=settings)]
 
     def ports(self) -> list[int]:
         return [self.settings.app.port]

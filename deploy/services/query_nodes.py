@@ -80,11 +80,7 @@ class GatewayService(Service):
         """Nothing to fetch: the gateway is nrtrec itself."""
 
     def processes(self) -> list[Process]:
-        s = self.settings
-        gw = s.gateway.model_copy(
-            update={"shards": s.local_shard_urls(), "num_partitions": s.kafka.partitions}
-        )
-        settings = s.model_copy(update={"gateway": gw})
+        settings = self.settings.with_local_shards()
         return [Process(self.name, nrtrec_command("gateway"), settings=settings)]
 
     def ports(self) -> list[int]:

@@ -20,8 +20,8 @@ from pydantic_core import from_json, to_json
 from nrtrec.core.settings import Settings
 from nrtrec.core.web.limits import BodyLimitMiddleware
 from nrtrec.core.web.timing import LatencyMiddleware
+from nrtrec.query_node.fanout import FanOutError, ShardRejected
 from nrtrec.query_node.gateway.service import Gateway
-from nrtrec.query_node.gateway.shards import GatewayError, ShardRejected
 from nrtrec.query_node.http import errors
 from nrtrec.query_node.http.auth import token_dependency
 from nrtrec.query_node.http.deps import IndexNameParam
@@ -123,7 +123,9 @@ async def search(name: IndexNameParam, body: SearchRequest, gateway: GatewayDep)
 
 @indexes.post("/{name}/items", response_model=ItemsResponse)
 async def items(name: IndexNameParam, body: ItemsRequest, gateway: GatewayDep) -> Response:
-    return Response(to_json(await gateway.items(name, body)), media_type="application/json")
+    gateway.check_batch(len(body.ids))
+    found = await gateway.items(name, body.ids, body.model_version)
+    return Response(to_json(found), media_type="application/json")
 
 
 @indexes.post("/{name}/snapshot", dependencies=TOKEN_REQUIRED)
@@ -133,8 +135,8 @@ async def snapshot(
     return SnapshotResult(**await gateway.snapshot(name, model_version))
 
 
-async def _gateway_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, GatewayError)
+async def _fan_out_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, FanOutError)
     log.warning("%s %s: %s", request.method, request.url.path, exc)
     return errors.error_response(exc.status, exc.code, str(exc))
 
@@ -197,7 +199,7 @@ def create_gateway_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.gateway = gateway
     errors.install(app)
-    app.add_exception_handler(GatewayError, _gateway_error)
+    app.add_exception_handler(FanOutError, _fan_out_error)
     app.add_exception_handler(ShardRejected, _shard_rejected)
     app.add_middleware(LatencyMiddleware, request_seconds=gateway.metrics.request_seconds)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.query_node.max_body_bytes)

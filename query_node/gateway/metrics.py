@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from nrtrec.query_node.gateway.shards import Attempt, Shard
+from nrtrec.query_node.fanout import Attempt, Shard
 from nrtrec.query_node.http.metrics import LATENCY_BUCKETS
 
 
@@ -39,6 +39,9 @@ class GatewayMetrics:
 
     def failure(self, shard: int, attempt: Attempt) -> None:
         self.upstream_failures.labels(str(shard), attempt.kind).inc()
+
+    def partial(self, index: str, shard: int) -> None:
+        self.partial_searches.labels(index, str(shard)).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -189,7 +189,7 @@ def test_k_and_ef_are_bounded_by_settings(k, ef):
     [
         {"name": "../etc"},
         {"name": ".hidden"},
-        {"metric": "hamming"},
+        {"metric": "jaccard"},
         {"dim": 0},
         {"model_version": 0},
         {"M": 1},

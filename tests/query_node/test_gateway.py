@@ -20,7 +20,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from nrtrec.core.settings import GatewaySettings, Settings
-from nrtrec.query_node.gateway import create_gateway_app, merge_hits, merge_listings
+from nrtrec.query_node.fanout import merge_hits, merge_listings
+from nrtrec.query_node.gateway import create_gateway_app
 from nrtrec.schemas.partitioning import ShardMap
 from nrtrec.schemas.query_api import Metric
 from tests import waiting

@@ -361,7 +361,7 @@ def test_bad_searches_get_4xx_with_error_and_detail(items, body, raw, status, co
         (
             "PUT",
             "/v1/indexes/x",
-            {"dim": 3, "metric": "hamming", "model_version": 1},
+            {"dim": 3, "metric": "jaccard", "model_version": 1},
             422,
             "invalid_request",
             "metric",

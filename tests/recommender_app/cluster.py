@@ -1,6 +1,7 @@
 """Real services for the recommender app's tests: query nodes and a gateway as processes
 (``nrtrec query-node``, ``nrtrec gateway``), a catalogue written through the gateway, user
-vectors in a real store, and the app itself in-process or as ``nrtrec app``.
+vectors in a real store, and the app itself in-process or as ``nrtrec app``, reading through
+the gateway or from the shards themselves (its own fan-out).
 """
 
 from __future__ import annotations
@@ -130,6 +131,10 @@ class Cluster:
     nodes: list[Server]
     gateway: Server
 
+    def shard_urls(self) -> list[list[str]]:
+        """Per shard its replicas' URLs (one replica each here), as the gateway has them."""
+        return [[node.url] for node in self.nodes]
+
     def close(self) -> None:
         for server in [self.gateway, *self.nodes]:
             server.stop()
@@ -170,14 +175,26 @@ def load_catalogue(gateway_url: str, catalogue: Catalogue) -> None:
             c.post("/v1/indexes/items/upsert", json=body).raise_for_status()
 
 
-def store_settings(redis_url: str, gateway_url: str | None = None, **app: object) -> Settings:
+def store_settings(
+    redis_url: str,
+    gateway_url: str | None = None,
+    shards: list[list[str]] | None = None,
+    **app: object,
+) -> Settings:
     """Settings whose store is the Redis at ``redis_url``, with a key prefix of its own, so
-    every test starts without users or popular items; the query API at ``gateway_url``."""
+    every test starts without users or popular items; the query API at ``gateway_url``, or,
+    with ``shards``, the shards themselves (``app.query_path`` auto: the app's own fan-out)."""
     parsed = urlparse(redis_url)
     run_dir = Path(tempfile.mkdtemp(prefix="apptest-"))
+    gateway = GatewaySettings(client_url=gateway_url)
+    if shards:
+        # As the cluster's gateway: its partitions, quick health probes.
+        gateway = gateway.model_copy(
+            update={"shards": shards, "num_partitions": PARTITIONS, "health_interval_s": 0.2}
+        )
     return Settings(
         run_dir=run_dir,
-        gateway=GatewaySettings(client_url=gateway_url),
+        gateway=gateway,
         redis=RedisSettings(host=parsed.hostname or "127.0.0.1", port=parsed.port or 6379),
         # No broker there (tests of click tracking give theirs): never a developer's own Kafka.
         kafka=KafkaSettings(port=free_port()),

@@ -39,14 +39,16 @@ def redis_url(stack) -> str:
     return stack.redis()
 
 
-@pytest.fixture
-def settings(redis_url: str, cluster: Cluster) -> Settings:
-    """A key prefix of its own per test: users and popular items start empty. Generous
-    timeouts: these tests check answers, not timing, on a machine others share (the
-    degradation tests set tight ones)."""
+@pytest.fixture(params=["shards", "gateway"], ids=["reads-shards", "reads-gateway"])
+def settings(request: pytest.FixtureRequest, redis_url: str, cluster: Cluster) -> Settings:
+    """A key prefix of its own per test: users and popular items start empty. Each test runs
+    twice: the app reading from the shards itself (its own fan-out, as under ``nrtrec up``)
+    and through the gateway. Generous timeouts: these tests check answers, not timing, on a
+    machine others share (the degradation tests set tight ones)."""
     return store_settings(
         redis_url,
         gateway_url=cluster.gateway.url,
+        shards=cluster.shard_urls() if request.param == "shards" else None,
         popular_refresh_s=0.2,
         versions_ttl_s=0.2,
         store_timeout_s=2.0,

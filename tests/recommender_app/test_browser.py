@@ -29,7 +29,14 @@ from selenium.webdriver.support.ui import WebDriverWait
 from nrtrec.core.settings import Settings
 from nrtrec.schemas import ClickEvent, decode
 from nrtrec.user_store import UserVectorStore, open_store
-from tests.recommender_app.cluster import Catalogue, Server, put_user, start, store_settings
+from tests.recommender_app.cluster import (
+    PARTITIONS,
+    Catalogue,
+    Server,
+    put_user,
+    start,
+    store_settings,
+)
 from tests.recommender_app.test_events import make_topic
 
 pytestmark = pytest.mark.integration
@@ -95,7 +102,7 @@ def app_settings(redis_url, cluster, kafka, topic) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def app_server(tmp_path_factory, app_settings, topic) -> Iterator[Server]:
+def app_server(tmp_path_factory, app_settings, cluster, topic) -> Iterator[Server]:
     """``nrtrec app``, configured the way ``nrtrec up`` configures it: settings from NRTREC_*."""
     s = app_settings
     env = {
@@ -106,6 +113,10 @@ def app_server(tmp_path_factory, app_settings, topic) -> Iterator[Server]:
         "NRTREC_LOG_FORMAT": "text",
     }
     args = ["app", "--gateway-url", s.gateway.url, "--kafka", s.app.kafka_bootstrap]
+    # Reads from the shards themselves, as under `nrtrec up`.
+    args += ["--num-partitions", str(PARTITIONS)]
+    for (url,) in cluster.shard_urls():
+        args += ["--shard", url]
     server = start("app", tmp_path_factory.mktemp("app"), args, env)
     try:
         server.wait_healthy()

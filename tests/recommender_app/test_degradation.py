@@ -5,6 +5,7 @@ SIGKILL ends it) and query nodes of this module's own cluster."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -72,9 +73,14 @@ def own_cluster(tmp_path_factory, catalogue) -> Iterator[Cluster]:
         c.close()
 
 
-def app_for(redis_port: int, gateway_url: str, **app: object):
+def app_for(
+    redis_port: int, gateway_url: str, shards: list[list[str]] | None = None, **app: object
+):
+    """Settings and a client of an app over the gateway, or with ``shards`` over the shards
+    themselves (its own fan-out)."""
     given = {"deadline_s": DEADLINE_S, "popular_refresh_s": 0.1, "versions_ttl_s": 0.1, **app}
-    settings = store_settings(f"redis://127.0.0.1:{redis_port}/0", gateway_url=gateway_url, **given)
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    settings = store_settings(redis_url, gateway_url=gateway_url, shards=shards, **given)
     return settings, TestClient(create_app(settings))
 
 
@@ -208,28 +214,61 @@ def test_a_hung_shard_answers_within_the_deadline(own_redis, own_cluster, catalo
         assert body["reasons"][0].startswith("partial_results: shard(s) [1]")
 
 
+def test_a_hung_shard_is_left_out_by_the_apps_own_fan_out(own_redis, own_cluster, catalogue):
+    """Reading the shards itself, the app gives each shard a share of its own search deadline
+    (not the gateway's 0.5 s): a hung shard is left out and named, the other shard answers."""
+    node = own_cluster.nodes[1]
+    shards = own_cluster.shard_urls()
+    settings, app = app_for(
+        own_redis.port, own_cluster.gateway.url, shards, search_timeout_s=0.3, deadline_s=1.5
+    )
+    with open_store(settings) as store, app as client:
+        put_user(store, "u1", {2: catalogue.vectors[2][0]})
+        not_degraded(client)
+        node.process.send_signal(signal.SIGSTOP)
+        try:
+            body = answer(client, "/v1/users/u1/recommendations")
+        finally:
+            node.process.send_signal(signal.SIGCONT)
+        assert body["source"] == "personalized" and body["degraded"] is True, body
+        assert body["reasons"][0].startswith("partial_results: shard(s) [1]"), body["reasons"]
+
+
 def test_a_dead_shard_gives_the_other_shards_items_and_says_so(own_redis, own_cluster, catalogue):
-    """Runs last: it kills a node of the module's cluster."""
-    settings, app = app_for(own_redis.port, own_cluster.gateway.url)
+    """Runs last: it kills a node of the module's cluster. The same answers whether the app
+    reads through the gateway or from the shards itself."""
     shard_map = ShardMap.of(2, PARTITIONS)
     query = catalogue.vectors[2][0]
-    with open_store(settings) as store, app as client:
-        put_user(store, "u1", {2: query}, recent=["1"])
-        not_degraded(client)
+    apps = {
+        "gateway": app_for(own_redis.port, own_cluster.gateway.url),
+        "shards": app_for(own_redis.port, own_cluster.gateway.url, own_cluster.shard_urls()),
+    }
+    with contextlib.ExitStack() as running:
+        clients = {}
+        for path, (settings, app) in apps.items():
+            store = running.enter_context(open_store(settings))
+            put_user(store, "u1", {2: query}, recent=["1"])
+            clients[path] = running.enter_context(app)
+            not_degraded(clients[path])
         own_cluster.nodes[1].kill()
-        body = answer(client, "/v1/users/u1/recommendations?k=5")
-        assert body["source"] == "personalized" and body["degraded"] is True
-        assert body["reasons"][0].startswith("partial_results: shard(s) [1]")
-        on_shard0 = lambda i: shard_map.shard_for(i) == 0 and i != "1"  # noqa: E731
-        assert ids(body) == catalogue.exact(2, query, 5, keep=on_shard0)
-        # Similar items of an item on the live shard: partial too; of one on the dead shard:
-        # its vector cannot be read, so popular items, saying why.
-        item0 = next(i for i in catalogue.ids if shard_map.shard_for(i) == 0)
-        item1 = next(i for i in catalogue.ids if shard_map.shard_for(i) == 1)
-        body = client.get(f"/v1/items/{item0}/similar").json()
-        assert body["source"] == "personalized" and body["degraded"] is True
-        body = client.get(f"/v1/items/{item1}/similar").json()
-        assert body["source"] == "popular" and body["degraded"] is True
-        assert body["reasons"][0].startswith("search_unavailable:")
-        assert "shard 1: no replica answered" in body["reasons"][0]
-        assert "partial_results" in client.get("/metrics").text
+        for path, client in clients.items():
+            body = answer(client, "/v1/users/u1/recommendations?k=5")
+            assert body["source"] == "personalized" and body["degraded"] is True, (path, body)
+            assert body["reasons"][0].startswith("partial_results: shard(s) [1]"), path
+            on_shard0 = lambda i: shard_map.shard_for(i) == 0 and i != "1"  # noqa: E731
+            assert ids(body) == catalogue.exact(2, query, 5, keep=on_shard0), path
+            # Similar items of an item on the live shard: partial too; of one on the dead
+            # shard: its vector cannot be read, so popular items, saying why.
+            item0 = next(i for i in catalogue.ids if shard_map.shard_for(i) == 0)
+            item1 = next(i for i in catalogue.ids if shard_map.shard_for(i) == 1)
+            body = client.get(f"/v1/items/{item0}/similar").json()
+            assert body["source"] == "personalized" and body["degraded"] is True, path
+            body = client.get(f"/v1/items/{item1}/similar").json()
+            assert body["source"] == "popular" and body["degraded"] is True, path
+            assert body["reasons"][0].startswith("search_unavailable:"), path
+            assert "shard 1: no replica answered" in body["reasons"][0], (path, body)
+            assert "partial_results" in client.get("/metrics").text
+        # The app's own fan-out counts the failed calls and the partial searches.
+        exposition = clients["shards"].get("/metrics").text
+        assert 'nrtrec_app_partial_searches_total{index="items",shard="1"}' in exposition
+        assert 'nrtrec_app_upstream_failures_total{kind="unavailable",shard="1"}' in exposition

@@ -14,12 +14,13 @@ def merge_hits(
 ) -> list[dict[str, Any]]:
     """The ``k`` nearest of the shards' hits (``{id, score}``), nearest first.
 
-    l2 scores are distances (ascending); ip and cosine scores are similarities (descending).
+    l2 and hamming scores are distances (ascending), ip and cosine scores similarities
+    (descending): ``Metric.smaller_is_nearer``.
     An id that two shards both return (an item mid-move between shards) counts once, at its
     better score. Ties order by id, so the answer does not depend on which shard was faster.
     A hit's ``attributes`` (searches with ``include_attributes``) come along with it.
     """
-    smaller_is_nearer = Metric(metric) is Metric.L2
+    smaller_is_nearer = Metric(metric).smaller_is_nearer
     best: dict[str, tuple[float, Mapping[str, Any]]] = {}
     for hits in answers:
         for hit in hits:

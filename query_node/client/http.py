@@ -1,4 +1,4 @@
-"""The one client of the query-node API (DESIGN.md): a query node, or the gateway over shards.
+"""``QueryClient``: the query-node API (DESIGN.md) at one base URL, a query node or the gateway.
 
 ``QueryClient`` is async (aiohttp, one keep-alive session); ``BlockingQueryClient`` makes the
 same calls from synchronous code (a Flink job, the bulk build, ``nrtrec up``) on an event loop
@@ -259,7 +259,7 @@ class QueryClient:
             raise Unavailable(f"{method} {path}: {type(e).__name__}: {e}") from None
         if status < 300:
             return status, raw
-        error, detail = _error_of(raw)
+        error, detail = error_of(raw)
         message = f"{method} {path} answered {status}: {detail}"
         if status == 404:
             raise NotFound(message)
@@ -279,7 +279,7 @@ def _parse(model: type[M], raw: bytes) -> M:
         raise Unavailable(f"not a {model.__name__}: {e}") from None
 
 
-def _error_of(raw: bytes) -> tuple[str, str]:
+def error_of(raw: bytes) -> tuple[str, str]:
     """The ``{error, detail}`` of an error answer, or what text there is."""
     try:
         body = from_json(raw)

@@ -1,4 +1,4 @@
-"""Shards and replicas as the gateway sees them: which replica to ask, failover, health.
+"""Shards and replicas as the fan-out sees them: which replica to ask, failover, health.
 
 A read (search, listing) asks one replica of a shard, round-robin over the replicas marked up,
 and on an error or a timeout the next one, all within one deadline. A write goes to every
@@ -11,21 +11,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
 import aiohttp
 
-log = logging.getLogger(__name__)
+from nrtrec.query_node.fanout.errors import Answer, Attempt, ShardFailed, ShardRejected
 
-FailureKind = Literal["timeout", "unavailable", "bad_gateway"]
-_STATUS_OF_KIND: dict[FailureKind, int] = {"bad_gateway": 502, "unavailable": 503, "timeout": 504}
-_CODE_OF_KIND: dict[FailureKind, str] = {
-    "bad_gateway": "bad_gateway",
-    "unavailable": "shard_unavailable",
-    "timeout": "shard_timeout",
-}
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,82 +56,6 @@ class Shard:
         return any(r.up for r in self.replicas)
 
 
-@dataclass(frozen=True)
-class Attempt:
-    """One failed call to a replica."""
-
-    url: str
-    kind: FailureKind
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.url}: {self.reason}"
-
-
-@dataclass(frozen=True)
-class Answer:
-    """A node's HTTP answer, read in full."""
-
-    status_code: int
-    content: bytes
-
-    @property
-    def text(self) -> str:
-        return self.content.decode(errors="replace")
-
-
-class ShardFailed(Exception):
-    """No replica of one shard answered (a 4xx is an answer; see ``ShardRejected``)."""
-
-    def __init__(self, shard: int, attempts: Sequence[Attempt], what: str = "answered"):
-        self.shard = shard
-        self.attempts = list(attempts)
-        tried = "; ".join(map(str, self.attempts)) or "no replica to try"
-        super().__init__(f"shard {shard}: no replica {what} ({tried})")
-
-    @property
-    def kind(self) -> FailureKind:
-        kinds = {a.kind for a in self.attempts}
-        if "bad_gateway" in kinds:
-            return "bad_gateway"
-        return "timeout" if "timeout" in kinds else "unavailable"
-
-
-class GatewayError(Exception):
-    """An answer the gateway could not put together; ``status`` and ``code`` go to the caller."""
-
-    status = 502
-    code = "bad_gateway"
-
-
-class ShardsFailed(GatewayError):
-    """One or more shards failed a request that needs them all (a write, or every shard of a
-    search); answered 502, 503 or 504."""
-
-    def __init__(self, failures: Sequence[ShardFailed], note: str = ""):
-        self.failures = sorted(failures, key=lambda f: f.shard)
-        super().__init__("; ".join(str(f) for f in self.failures) + (f"; {note}" if note else ""))
-
-    @property  # type: ignore[override]
-    def status(self) -> int:
-        return _STATUS_OF_KIND[self.failures[0].kind]
-
-    @property  # type: ignore[override]
-    def code(self) -> str:
-        return _CODE_OF_KIND[self.failures[0].kind]
-
-
-class ShardRejected(Exception):
-    """A node answered 4xx: the caller's mistake, passed through with the node's reason."""
-
-    def __init__(self, shard: int, response: Answer):
-        self.shard = shard
-        self.response = response
-        # Set when other shards took their part of the same write.
-        self.note = ""
-        super().__init__(f"shard {shard} answered {response.status_code}: {response.text[:200]}")
-
-
 # What a call to a replica raises when it gets no answer.
 CallFailed = (aiohttp.ClientError, TimeoutError)
 
@@ -152,7 +69,7 @@ def _failure(replica: Replica, error: Exception) -> Attempt:
 
 
 class Upstream:
-    """The gateway's calls to its nodes over one keep-alive ``aiohttp.ClientSession`` (on the
+    """The calls to the nodes over one keep-alive ``aiohttp.ClientSession`` (on the
     search path it took about a third less time per call than httpx's AsyncClient)."""
 
     def __init__(
@@ -207,15 +124,17 @@ class Upstream:
         path: str,
         content: bytes | None = None,
         params: dict[str, str] | None = None,
+        timeout_s: float | None = None,
     ) -> Answer:
-        """One replica's 2xx answer, trying replicas in ``read_order`` until the deadline.
+        """One replica's 2xx answer, trying replicas in ``read_order`` until the deadline
+        (``timeout_s``, else the upstream's).
 
         A 5xx, an error or a timeout moves on to the next replica; so does a 404 (a replica
         that lost its index), which is passed on when no replica has the index. Any other 4xx
         is the caller's mistake and raises ``ShardRejected`` at once.
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout_s
+        deadline = loop.time() + (self.timeout_s if timeout_s is None else timeout_s)
         attempts: list[Attempt] = []
         not_found: Answer | None = None
         order = shard.read_order()

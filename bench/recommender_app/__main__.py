@@ -1,0 +1,3 @@
+from bench.recommender_app.main import cli
+
+cli()

@@ -1,0 +1,84 @@
+"""The serving path's processes: Redis, query nodes, a gateway, and two apps that differ only in
+how they read (the shards themselves, or the gateway)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.common import ServerProcess, free_port, nrtrec_command
+from bench.recommender_app.params import KEY_PREFIX, TOKEN, Params
+from nrtrec.core.settings import RedisSettings, Settings, UserStoreSettings
+
+PARTITIONS = 4
+
+
+@dataclass
+class Stack:
+    redis: ServerProcess
+    nodes: list[ServerProcess]
+    gateway: ServerProcess
+    # app.query_path "shards" (what `nrtrec up` runs) and "gateway".
+    apps: dict[str, ServerProcess]
+    settings: Settings
+
+    def servers(self) -> list[ServerProcess]:
+        return [*self.apps.values(), self.gateway, *self.nodes, self.redis]
+
+
+def start_stack(p: Params, workdir: Path, exits: contextlib.ExitStack) -> Stack:
+    nrtrec = nrtrec_command()
+    redis_port = free_port()
+    redis = ServerProcess(
+        "redis",
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--save", ""],
+        workdir,
+        redis_port,
+    )
+    exits.callback(redis.close)
+    settings = Settings(
+        redis=RedisSettings(port=redis_port),
+        user_store=UserStoreSettings(key_prefix=KEY_PREFIX, timeout_s=1.0),
+    )
+    import redis as redis_client
+
+    redis.wait(lambda: bool(redis_client.Redis(port=redis_port).ping()))
+    quiet = {"NRTREC_LOG_FORMAT": "text", "NRTREC_RUN_DIR": str(workdir / "run")}
+    nodes = []
+    for shard in range(p.shards):
+        port = free_port()
+        argv = [*nrtrec, "query-node", "--host", "127.0.0.1", "--port", str(port)]
+        argv += ["--data-dir", str(workdir / f"node{shard}"), "--token", TOKEN]
+        node = ServerProcess(f"query-node-{shard}", argv, workdir, port, quiet)
+        exits.callback(node.close)
+        nodes.append(node)
+    for node in nodes:
+        node.wait_healthy()
+    shard_args = ["--num-partitions", str(PARTITIONS)]
+    for node in nodes:
+        shard_args += ["--shard", node.url]
+    port = free_port()
+    argv = [*nrtrec, "gateway", "--host", "127.0.0.1", "--port", str(port), "--token", TOKEN]
+    gateway = ServerProcess("gateway", [*argv, *shard_args], workdir, port, quiet)
+    exits.callback(gateway.close)
+    gateway.wait_healthy()
+    env = {
+        **quiet,
+        "NRTREC_REDIS__PORT": str(redis_port),
+        "NRTREC_USER_STORE__KEY_PREFIX": KEY_PREFIX,
+    }
+    apps = {}
+    for path in ("shards", "gateway"):
+        port = free_port()
+        argv = [*nrtrec, "app", "--host", "127.0.0.1", "--port", str(port)]
+        # No Kafka: the load is reads only; the producer is idle (a port where nothing listens).
+        argv += ["--gateway-url", gateway.url, "--kafka", f"127.0.0.1:{free_port()}"]
+        if path == "shards":
+            argv += shard_args
+        app = ServerProcess(f"app-{path}", argv, workdir, port, env)
+        exits.callback(app.close)
+        apps[path] = app
+    for app in apps.values():
+        app.wait_healthy()
+    return Stack(redis, nodes, gateway, apps, settings)
