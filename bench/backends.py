@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -47,9 +46,9 @@ from bench.common import (
     percentiles,
     progress_bar,
     timed_rounds,
-    unit,
     write_results,
 )
+from bench.datasets import tower_data, uniform_data
 from bench.query_node.data import exact_knn, recall
 from nrtrec.ann import IndexSpec, VectorIndex
 from nrtrec.core.settings import QueryNodeSettings
@@ -73,44 +72,6 @@ GRAPH_ONLY = {
 
 console = Console()
 cli = typer.Typer(add_completion=False)
-
-
-# ---- data ---------------------------------------------------------------------------------
-
-
-def uniform_data(n: int, dim: int, queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return unit(rng.standard_normal((n, dim))), unit(rng.standard_normal((queries, dim)))
-
-
-def tower_data(epochs: int, queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Item-tower vectors of the MovieLens catalogue; user-tower vectors of sampled users."""
-    from nrtrec.core.datasets import load_movielens
-    from nrtrec.core.settings import InferenceSettings
-    from nrtrec.inference.client import LocalEncoder
-    from nrtrec.inference.repository import ModelRepository
-    from nrtrec.inference.training.pipeline import train_pair
-    from nrtrec.inference.training.train import TrainConfig
-
-    movielens = load_movielens()
-    settings = InferenceSettings()
-    with tempfile.TemporaryDirectory(prefix="nrtrec-bench-") as tmp:
-        repo = ModelRepository(Path(tmp) / "models")
-        repo.path.mkdir()
-        config = TrainConfig(epochs=epochs)
-        train_pair(config, settings.max_tokens, repository=repo, version=1, command="bench")
-        with LocalEncoder(settings, repo) as encoder:
-            listings = movielens.listings()
-            items = encoder.encode_listings(listings, 1).vectors
-            row_of = {listing.item_id: row for row, listing in enumerate(listings)}
-            users = sorted(movielens.by_user.items())
-            picked = np.random.default_rng(seed).permutation(len(users))[:queries]
-            histories = []
-            for u in picked:
-                recent = sorted(users[u][1], key=lambda x: x.ts_ms, reverse=True)[:20]
-                histories.append(items[[row_of[x.item_id] for x in recent]])
-            queries_ = encoder.encode_users(histories, 1).vectors
-    return unit(items), unit(queries_)
 
 
 # ---- one dataset ----------------------------------------------------------------------------

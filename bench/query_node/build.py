@@ -9,7 +9,7 @@ import hnswlib
 import numpy as np
 
 from bench.common import percentiles
-from bench.query_node.params import INDEX, MODEL_VERSION
+from bench.query_node.params import INDEX, MODEL_VERSION, resolved_threads
 from bench.query_node.run import Bench
 from nrtrec.ann import IndexSpec, VectorIndex
 
@@ -68,7 +68,20 @@ def section_build(bench: Bench) -> dict[str, Any]:
     if counts.get(INDEX) != p.n or index.count != p.n or raw.get_current_count() != p.n:
         raise RuntimeError(f"expected {p.n} items everywhere: node {counts}, in-process {index}")
 
-    out: dict[str, Any] = {"batch": p.batch, "max_elements": p.n}
+    threads = s.insert_threads
+    out: dict[str, Any] = {
+        "batch": p.batch,
+        "batches": len(per_batch["hnswlib"]),
+        "max_elements": p.n,
+        # One number for all three: hnswlib's add_items(num_threads=...), VectorIndex's and the
+        # node's insert_threads (its NRTREC_QUERY_NODE__INSERT_THREADS, set by this run).
+        "insert_threads": {
+            "hnswlib_num_threads": threads,
+            "in_process_insert_threads": threads,
+            "node_insert_threads": threads,
+            "resolved": resolved_threads(threads),
+        },
+    }
     for name in names:
         seconds = sum(per_batch[name]) / 1e9
         out[name] = {

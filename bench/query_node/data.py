@@ -1,4 +1,5 @@
-"""The seeded data set, its exact nearest neighbours (the ground truth) and recall against them."""
+"""The seeded data set (``--data``), its exact nearest neighbours (the ground truth) and recall
+against them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.common import unit
+from bench.datasets import TOWER_ITEMS, TOWER_USERS, tower_data, uniform_data
 from bench.query_node.params import BUCKETS, Params
 
 
@@ -22,23 +24,55 @@ class Data:
     exact: np.ndarray  # (queries, max k) rows of the exact nearest items, nearest first
 
 
+# What each data set is, in words, for the JSON (``data.what``).
+WHAT = {
+    "clusters": "Gaussian mixture on the unit sphere: --clusters centres, noise of norm about "
+    "--spread around each, normalised; queries from the same mixture",
+    "uniform": "unit vectors drawn uniformly on the sphere, queries from the same distribution: "
+    "no clusters for a graph to exploit",
+    "tower": f"the item tower's own vectors of the whole MovieLens-100k catalogue "
+    f"({TOWER_ITEMS:,} items: --n and --dim do not apply), a pair trained in the run for "
+    f"--epochs, queried by the user tower's vectors of sampled users' last 20 views (at most "
+    f"{TOWER_USERS} queries, one per user). Only {TOWER_ITEMS:,} items, and that is the "
+    "point: the catalogue as it is. A small index, so HTTP's fixed cost weighs more against "
+    "hnswlib; the node answers unfiltered searches of it exactly (at most "
+    "exact_search_max_count items), and the search-during-upsert section is skipped (its "
+    "upserted half is one batch)",
+}
+
+
 def make_data(p: Params) -> Data:
+    """The data set ``p.data``, a uniform ``bucket`` attribute and the exact answers."""
+    if p.data == "clusters":
+        return clusters_data(p)
+    if p.data == "uniform":
+        vectors, queries = uniform_data(p.n, p.dim, p.queries, p.seed)
+    elif p.data == "tower":
+        vectors, queries = tower_data(p.epochs, p.queries, p.seed)
+    else:
+        raise ValueError(f"unknown data set {p.data!r}")
+    buckets = np.random.default_rng([p.seed, 1]).integers(0, BUCKETS, len(vectors))
+    exact = exact_knn(vectors, queries, max(p.ks))
+    return Data(vectors, queries, buckets, exact)
+
+
+def clusters_data(p: Params) -> Data:
     """A Gaussian mixture on the unit sphere: ``clusters`` random centres, each point its centre
     plus isotropic noise of total norm about ``spread``, normalised. Real embeddings cluster;
     uniform random vectors (``--spread`` large) are a worst case for HNSW."""
     rng = np.random.default_rng(p.seed)
-    centres = unit(rng.standard_normal((p.clusters, p.dim), dtype=np.float32))
+    clusters = p.clusters or max(1, p.n // 100)
+    centres = unit(rng.standard_normal((clusters, p.dim), dtype=np.float32))
 
     def draw(m: int) -> np.ndarray:
-        which = rng.integers(0, p.clusters, m)
+        which = rng.integers(0, clusters, m)
         noise = rng.standard_normal((m, p.dim), dtype=np.float32)
         return unit(centres[which] + noise * np.float32(p.spread / math.sqrt(p.dim)))
 
     vectors = draw(p.n)
     queries = draw(p.queries)
     buckets = rng.integers(0, BUCKETS, p.n)
-    exact = exact_knn(vectors, queries, max(p.ks))
-    return Data(vectors, queries, buckets, exact)
+    return Data(vectors, queries, buckets, exact_knn(vectors, queries, max(p.ks)))
 
 
 def exact_knn(

@@ -1,6 +1,6 @@
-"""The instruments of the freshness section: ``DeltaSource`` produces upserts of new items to
-item-deltas at a steady rate and hands each to ``FreshnessPoller``, which searches the node for
-it until the node returns it."""
+"""The instruments of the delta → node section (``freshness.py``): ``DeltaSource`` produces
+upserts of new items to item-deltas at a steady rate and hands each to ``FreshnessPoller``, which
+searches the node for it until the node returns it."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ class NodeProcess(ServerProcess):
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
         )
 
-    def upsert(self, data: Data, lo: int, hi: int) -> None:
+    def upsert(self, data: Data, lo: int, hi: int, index: str = INDEX) -> None:
         """Items ``lo:hi`` of the bench data, with their ``bucket`` attribute, in one call."""
         items = [
             {"id": str(i), "vector": v, "attributes": {"bucket": b}}
@@ -59,12 +59,12 @@ class NodeProcess(ServerProcess):
                 strict=True,
             )
         ]
-        self.client.post(f"/v1/indexes/{INDEX}/upsert", json={"items": items}).raise_for_status()
+        self.client.post(f"/v1/indexes/{index}/upsert", json={"items": items}).raise_for_status()
 
-    def create_index(self, p: Params, max_elements: int) -> None:
+    def create_index(self, p: Params, max_elements: int, name: str = INDEX) -> None:
         """The bench index, with the same graph parameters as the in-process baseline."""
         self.client.put(
-            f"/v1/indexes/{INDEX}",
+            f"/v1/indexes/{name}",
             json={
                 "dim": p.dim,
                 "metric": p.metric,

@@ -9,11 +9,19 @@ import numpy as np
 
 from bench.common import Panel, draw_panels
 from bench.query_node.params import (
+    DELTA_TO_NODE,
     FILTER_PATHS,
     HTTP_OVERHEAD_TARGET,
     LABELS,
     RECALL_TARGET,
     SEARCH_PATHS,
+    UPSERT_RATIO_TARGET,
+)
+from bench.query_node.plots_serving import (
+    panel_during_search,
+    panel_during_upsert,
+    panel_matched,
+    panel_sweep,
 )
 
 COLOURS = {"p50": "#4c72b0", "p95": "#dd8452", "p99": "#c44e52"}
@@ -91,9 +99,22 @@ def _panel_build(ax: Any, results: dict[str, Any]) -> bool:
             va="bottom",
             fontsize=8,
         )
+    target = UPSERT_RATIO_TARGET * build["hnswlib"]["items_per_s"]
+    ax.axhline(
+        target,
+        color="black",
+        linestyle="--",
+        linewidth=1,
+        label=f"target: HTTP ≥ {UPSERT_RATIO_TARGET:g}x hnswlib",
+    )
     ax.set_ylim(0, max(values) * 1.25)
     ax.set_ylabel("items per second")
-    ax.set_title(f"Build: upsert throughput (batches of {build['batch']})")
+    threads = build["insert_threads"]
+    ax.set_title(
+        f"Build: upsert throughput (batches of {build['batch']:,}),\n"
+        f"insert threads {threads['hnswlib_num_threads']} (= {threads['resolved']}) for all three"
+    )
+    ax.legend(fontsize=7, loc="upper right")
     return True
 
 
@@ -173,27 +194,31 @@ def _panel_filtered_latency(k: int) -> Panel:
 def _panel_freshness(ax: Any, results: dict[str, Any]) -> bool:
     from matplotlib.ticker import FuncFormatter
 
-    fresh = results.get("freshness")
+    fresh = results.get("delta_to_node")
     if not fresh or not fresh.get("freshness_ms"):
         return False
     ms = np.sort(np.asarray(fresh["freshness_ms"], np.float64))
     share = np.arange(1, len(ms) + 1) / fresh["n"]  # not-found items never reach the top
-    ax.step(ms, share, where="post", color="#4c72b0", label="produce -> searchable (found items)")
+    ax.step(ms, share, where="post", color="#4c72b0", label="delta → node (found items)")
     for q, colour in (("p50", COLOURS["p50"]), ("p95", COLOURS["p95"])):
         value = fresh[f"{q}_ms"]
         ax.axvline(value, color=colour, linestyle=":", label=f"{q} {value:.1f} ms")
+    bound = fresh["bound_p95_ms"]
     ax.axvline(
-        fresh["target_p95_ms"], color="black", linestyle="--", linewidth=1, label="target p95 1 s"
+        bound, color="black", linestyle="--", linewidth=1, label="this path's bound, p95 1 s"
     )
     ax.axhline(0.95, color="grey", linewidth=0.6)
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     low = max(0.1, ms[0] / 1.5)
-    ax.set_xlim(low, max(fresh["target_p95_ms"], ms[-1]) * 1.5)
+    ax.set_xlim(low, max(bound, ms[-1]) * 1.5)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("ms from producer.produce() to the first search that returns the item (log)")
     ax.set_ylabel("share of items produced")
-    ax.set_title(f"Delta freshness: {fresh['n']} new items at {fresh['rate_per_s']:g}/s via Kafka")
+    ax.set_title(
+        f"{DELTA_TO_NODE}\n{fresh['n']} new items at {fresh['rate_per_s']:g}/s (not end to end)",
+        fontsize=9,
+    )
     polling = fresh["polling"]
     ax.text(
         0.98,
@@ -218,19 +243,26 @@ PANELS: list[Panel] = [
     _panel_latency(10),
     _panel_latency(100),
     _panel_build,
+    panel_sweep(10),
+    panel_sweep(100),
+    panel_matched,
+    panel_during_search,
+    panel_during_upsert,
+    _panel_freshness,
     _panel_filtered_recall,
     _panel_filtered_latency(10),
     _panel_filtered_latency(100),
-    _panel_freshness,
 ]
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
     p, m = results["params"], results["machine"]
     title = (
-        f"nrtrec query node: {p['n']:,} vectors, dim {p['dim']}, {p['metric']}, "
+        f"nrtrec query node, data {p['data']}: {p['n']:,} vectors, dim {p['dim']}, {p['metric']}, "
         f"M={p['M']}, ef_construction={p['ef_construction']}, {p['queries']} queries\n"
         f"{m['cpu']}, {m['usable_cores']} cores, {m['ram_gib']} GiB, Python {m['python']}, "
-        f"hnswlib {m['versions']['hnswlib']}, {m['date']}"
+        f"hnswlib {m['versions']['hnswlib']}, {m['date']}, commit {m['git_commit']}"
+        + (" (dirty)" if m["git_dirty"] else "")
+        + f", load {m['loadavg_start'][0]:.2f} → {m['loadavg_end'][0]:.2f}"
     )
     draw_panels(PANELS, results, path, title)
