@@ -167,7 +167,11 @@ class VectorIndex:
         """Add new ids and replace existing ones in place; returns the number of items written.
 
         Within one call the last occurrence of an id wins. Vectors are checked before anything
-        changes, so a bad vector leaves the index as it was.
+        changes, so a bad vector leaves the index as it was. The items go in by chunks of
+        ``write_chunk``, each under the write lock alone, so that searches wait for one chunk
+        rather than the whole call (a search may see some chunks of a call and not others; an
+        error in the graph leaves the chunks before it written, and repeating the call is
+        safe: an upsert replaces).
         """
         ids = list(ids)
         matrix = checked_matrix(self.spec, vectors, len(ids))
@@ -184,6 +188,18 @@ class VectorIndex:
         if not ids:
             return 0
         stored = self._stored_form(matrix)
+        with self._lock.write():
+            # Room for the whole call at once: the capacity grows as it would in one write.
+            self._reserve(sum(1 for item_id in ids if item_id not in self._row_of))
+        chunk = self._settings.write_chunk
+        for lo in range(0, len(ids), chunk):
+            hi = lo + chunk
+            self._write_chunk(ids[lo:hi], stored[lo:hi], attrs[lo:hi])
+        return len(ids)
+
+    def _write_chunk(
+        self, ids: list[str], stored: np.ndarray, attrs: list[Mapping[str, Any] | None]
+    ) -> None:
         with self._lock.write():
             new = sum(1 for item_id in ids if item_id not in self._row_of)
             self._reserve(new)
@@ -202,7 +218,6 @@ class VectorIndex:
                 self._attributes.set(row, item_attrs or {})
             self._rebuild_if_needed(rows)
             self._bump()
-        return len(ids)
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove ids; unknown ones are ignored. Returns the number removed."""

@@ -5,7 +5,9 @@ hnswlib documents ``knn_query`` as safe with other ``knn_query`` calls but not w
 shared searches really run in parallel. Its ``ef`` belongs to the index, not to a query, so
 searches share the index only while they agree on ``ef``; a search that needs another ``ef``
 waits for the current ones to finish, and new searches with the old ``ef`` queue behind it so
-it is not starved. Waiting writers go before new readers for the same reason. A snapshot only
+it is not starved. Waiting writers go before new readers for the same reason, and readers that
+were waiting when a write ends go before the next write (a write of many chunks, one lock each,
+lets the searches that queued behind a chunk run before the next one). A snapshot only
 needs the index to stay still: ``frozen`` keeps writers out without pinning ``ef``, so a long
 save does not hold up searches that want another ``ef``.
 """
@@ -28,6 +30,11 @@ class IndexLock:
         self._frozen = 0
         self._writing = False
         self._writers_waiting = 0
+        # Readers waiting, by the number of writes that had ended when each came: those that
+        # came before the last write ended go before the next write. The turn ends when they
+        # are all in, so a stream of new searches cannot hold writes off for longer.
+        self._writes_ended = 0
+        self._waiting_since: Counter[int] = Counter()
         self._ef: int | None = None
         self._ef_waiting: Counter[int] = Counter()
 
@@ -40,9 +47,16 @@ class IndexLock:
                 raise IndexBusy("the index is being written")
             if ef is not None:
                 self._ef_waiting[ef] += 1
+            came = self._writes_ended
+            self._waiting_since[came] += 1
             try:
                 self._changed.wait_for(lambda: self._may_read(ef))
             finally:
+                self._waiting_since[came] -= 1
+                if not self._waiting_since[came]:
+                    del self._waiting_since[came]
+                    # The last reader that waited through a write is in: writers may go.
+                    self._changed.notify_all()
                 if ef is not None:
                     self._ef_waiting[ef] -= 1
                     if not self._ef_waiting[ef]:
@@ -81,7 +95,12 @@ class IndexLock:
             self._writers_waiting += 1
             try:
                 self._changed.wait_for(
-                    lambda: not self._writing and not self._readers and not self._frozen
+                    lambda: (
+                        not self._writing
+                        and not self._readers
+                        and not self._frozen
+                        and not self._readers_turn()
+                    )
                 )
             finally:
                 self._writers_waiting -= 1
@@ -91,10 +110,18 @@ class IndexLock:
         finally:
             with self._changed:
                 self._writing = False
+                self._writes_ended += 1
                 self._changed.notify_all()
 
+    def _readers_turn(self) -> bool:
+        """Some reader has been waiting since before the last write ended."""
+        return any(came < self._writes_ended for came in self._waiting_since)
+
     def _may_read(self, ef: int | None) -> bool:
-        if self._writing or self._writers_waiting:
+        # While readers that waited through a write are still waiting, a waiting writer does
+        # not keep readers out (not even new ones: one of another ef may have to go first for
+        # those to get in); the turn ends when the last of them is in.
+        if self._writing or (self._writers_waiting and not self._readers_turn()):
             return False
         if ef is None or ef == self._ef:
             return not any(e != self._ef for e in self._ef_waiting)

@@ -18,6 +18,10 @@ _ID = re.compile(ID_PATTERN)
 
 
 def _check_id(value: str) -> str:
+    # The common id (printable ASCII, no "/", no edge whitespace) is checked in C; a 1,000-item
+    # upsert spent more on the regex than on the rest of its ids' validation.
+    if value.isascii() and value.isprintable() and "/" not in value and value.strip() == value:
+        return value
     # pydantic's own pattern error would quote the regex; this says the rule.
     if not _ID.match(value):
         raise ValueError('an id has no "/", no control characters and no whitespace at either end')

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic_core import to_json
 
 from bench.common import ServerProcess, free_port, nrtrec_command
 from bench.query_node.data import Data
@@ -59,7 +60,13 @@ class NodeProcess(ServerProcess):
                 strict=True,
             )
         ]
-        self.client.post(f"/v1/indexes/{index}/upsert", json={"items": items}).raise_for_status()
+        # Serialised as nrtrec's QueryClient does (pydantic's to_json); httpx's json= is the
+        # standard library's, ~30 ms for 1,000 64-d vectors, more than the node's own parse.
+        self.client.post(
+            f"/v1/indexes/{index}/upsert",
+            content=to_json({"items": items}),
+            headers={"Content-Type": "application/json"},
+        ).raise_for_status()
 
     def create_index(self, p: Params, max_elements: int, name: str = INDEX) -> None:
         """The bench index, with the same graph parameters as the in-process baseline."""

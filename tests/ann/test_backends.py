@@ -322,7 +322,9 @@ def test_what_each_backend_declares():
 
 
 def test_a_faiss_rebuild_runs_beside_searches_and_keeps_the_writes_made_meanwhile(data, queries):
-    index = VectorIndex(spec(FAISS, Metric.L2), GRAPH_ONLY)
+    # Each call one chunk, so the rebuild starts after the third call, not inside it.
+    whole_calls = GRAPH_ONLY.model_copy(update={"write_chunk": 10_000})
+    index = VectorIndex(spec(FAISS, Metric.L2), whole_calls)
     index.upsert(ids(range(1500)), data[:1500])
     # Every item replaced twice: retired ids outnumber live ones, and a rebuild starts.
     index.upsert(ids(range(1500)), data[1500:3000])

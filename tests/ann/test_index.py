@@ -204,7 +204,11 @@ def test_bad_specs_are_refused(spec):
 
 
 def test_searches_run_while_writes_go_on():
-    index = new_index(16, settings=GRAPH_ONLY, max_elements=100)
+    # Small chunks: each upsert takes the write lock five times, and searches of two efs go
+    # between them.
+    index = new_index(
+        16, settings=GRAPH_ONLY.model_copy(update={"write_chunk": 20}), max_elements=100
+    )
     stable = random_vectors(2000, 16, seed=5)
     index.upsert([f"s{i}" for i in range(2000)], stable)
     errors: list[BaseException] = []

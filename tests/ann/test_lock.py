@@ -125,3 +125,39 @@ def test_a_reader_that_may_not_wait_is_refused_while_a_writer_holds_the_lock():
     writer.leave()
     with lock.read(32, wait=False):
         pass
+
+
+def test_readers_that_waited_through_a_write_go_before_the_next_one():
+    """A write of many chunks takes the lock once per chunk; the readers that queued behind
+    one chunk run before the next, and readers that come later do not hold the next off."""
+    lock = IndexLock(lambda ef: None)
+    first = Probe(lock, "write")
+    assert first.inside.wait(DONE_S)
+    waited = Probe(lock, "read", 10)
+    assert not waited.inside.wait(BLOCKED_S)
+    second = Probe(lock, "write")  # the next chunk, queued before the first one ends
+    assert not second.inside.wait(BLOCKED_S)
+    first.leave()
+    # The reader that waited through the first chunk goes first, the next chunk after it.
+    assert waited.inside.wait(DONE_S)
+    assert not second.inside.wait(BLOCKED_S)
+    later = Probe(lock, "read", 10)  # came after the first chunk ended: waits for the second
+    assert not later.inside.wait(BLOCKED_S)
+    waited.leave()
+    assert second.inside.wait(DONE_S)
+    assert not later.inside.is_set()
+    second.leave()
+    assert later.inside.wait(DONE_S)
+    later.leave()
+
+
+def test_a_reader_that_gives_up_waiting_does_not_hold_writers_off():
+    lock = IndexLock(lambda ef: None)
+    writer = Probe(lock, "write")
+    assert writer.inside.wait(DONE_S)
+    with pytest.raises(IndexBusy), lock.read(10, wait=False):
+        pass
+    writer.leave()
+    again = Probe(lock, "write")
+    assert again.inside.wait(DONE_S)
+    again.leave()
