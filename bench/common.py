@@ -264,7 +264,10 @@ def machine_info(packages: Sequence[str] = VERSIONS) -> dict[str, Any]:
             if line.startswith("MemTotal:"):
                 ram = int(line.split()[1]) * 1024
                 break
-    status = git("status", "--porcelain")
+    # Tracked files only: a file git does not track yet is listed on its own (``git_untracked``)
+    # so a reader can see it is not code the benchmark ran.
+    status = git("status", "--porcelain", "--untracked-files=no")
+    untracked = git("ls-files", "--others", "--exclude-standard")
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "cpu": cpu,
@@ -276,6 +279,7 @@ def machine_info(packages: Sequence[str] = VERSIONS) -> dict[str, Any]:
         "versions": {pkg: package_version(pkg) for pkg in packages},
         "git_commit": git("rev-parse", "--short", "HEAD"),
         "git_dirty": None if status is None else bool(status),
+        "git_untracked": None if untracked is None else untracked.split(),
         "loadavg_start": list(os.getloadavg()),
     }
 

@@ -13,6 +13,7 @@ path (a search), not the cheaper popular one (``sources`` counts what each answe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import threading
@@ -21,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from rich.console import Console
 
 from bench.recommender_app.load import run_rate
 from bench.recommender_app.params import Params
 from nrtrec.core.datasets import load_movielens
 from nrtrec.streaming.replay import replay_clicks, replay_listings
-from tests.faults.harness import start_stack
+from tests.faults.harness import FaultStack, start_stack
 from tests.models import train_test_models
 from tests.waiting import wait_until
 
@@ -41,6 +43,38 @@ def _indexed(gateway: str, n: int) -> bool:
     listing = httpx.get(f"{gateway}/v1/indexes", timeout=5).json()
     counts = [e["count"] for e in listing if e["name"] == "items"]
     return bool(counts) and min(counts) >= n
+
+
+def _cpu_seconds(stack: FaultStack) -> dict[str, float]:
+    """CPU seconds (user + system) so far of each supervised process and its children (Flink's
+    Python workers, Triton's stubs), and of the whole machine (``all``)."""
+    out: dict[str, float] = {}
+    for name, info in stack.runner.supervisor.info().items():
+        if info.pid is None:
+            continue
+        try:
+            root = psutil.Process(info.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        seconds = 0.0
+        for proc in tree:
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                seconds += times.user + times.system
+        out[name] = seconds
+    machine = psutil.cpu_times()
+    out["all"] = machine.user + machine.system + getattr(machine, "nice", 0.0)
+    return out
+
+
+def _cores(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """Cores each process used over ``seconds`` (1.0: one core the whole time); ``other`` is
+    what the machine used beyond the stack's processes (the load generators, this process)."""
+    used = {n: round((after[n] - before[n]) / seconds, 3) for n in after if n in before}
+    stack = sum(v for n, v in used.items() if n != "all")
+    used["other"] = round(used.get("all", 0.0) - stack, 3)
+    return dict(sorted(used.items(), key=lambda kv: -kv[1]))
 
 
 def section_pipeline(p: Params, workdir: Path) -> dict[str, Any]:
@@ -79,8 +113,13 @@ def section_pipeline(p: Params, workdir: Path) -> dict[str, Any]:
         app = f"http://{settings.app.host}:{settings.app.port}"
         for rate in p.pipeline_rates:
             console.print(f"pipeline: {rate:g} requests/s for {p.pipeline_seconds:g} s")
+            cpu_before, t_before = _cpu_seconds(stack), time.monotonic()
             entry = run_rate(app, users, p.k, rate, p.pipeline_seconds, p.workers)
             entry["loadavg_during"] = list(os.getloadavg())
+            # Over the whole run_rate (its workers' start and warm-up second included).
+            entry["cpu_cores"] = _cores(
+                cpu_before, _cpu_seconds(stack), time.monotonic() - t_before
+            )
             out["by_rate"].append(entry)
             r = entry["response"]
             console.print(
