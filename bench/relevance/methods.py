@@ -1,0 +1,225 @@
+"""The five methods, fitted on the events before a cut, and their knobs tuned on validation.
+
+Tuning fits every method before ``T_val`` and scores the validation cases in ``[T_val, T)`` by
+NDCG@10 (:func:`bench.relevance.scoring.mean_ndcg`); the test cases never reach it. The chosen
+settings are then refitted on everything before ``T``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from nrtrec.inference.towers import TowerWeights, item_head, user_tower
+from nrtrec.inference.training.baselines import (
+    CoOccurrence,
+    LastItemContent,
+    Popularity,
+    Scorer,
+    co_view_counts,
+    event_counts,
+)
+from nrtrec.inference.training.data import histories, next_item_examples
+from nrtrec.inference.training.id_tower import IdTowers, train_with_ids
+from nrtrec.inference.training.sequential import SeqConfig, SeqModel, train_sequential
+from nrtrec.inference.training.timesplit import Cases, EventLog, sequences_before
+from nrtrec.inference.training.train import TrainConfig, train
+
+from .scoring import mean_ndcg
+
+METHODS = ("most_popular", "last_item_content", "co_occurrence", "sasrec", "two_tower")
+# --id-embedding adds "two_tower_id": the towers plus an id vector per seen item (not served).
+
+
+@dataclass(frozen=True)
+class Grids:
+    """Every setting tried on validation, per method."""
+
+    popularity_days: tuple[int | None, ...] = (None, 60, 30, 14, 7)
+    co_window: tuple[int | None, ...] = (3, 10, 50, None)
+    co_norm: tuple[str, ...] = ("none", "cosine")
+    co_last_n: tuple[int, ...] = (1, 5, 20)
+    co_decay: tuple[float, ...] = (1.0, 0.8)
+    sasrec_dropout: tuple[float, ...] = (0.2, 0.5)
+    sasrec_epochs: tuple[int, ...] = (4, 8, 12, 16)  # one run per dropout, read at each
+    tower_epochs: tuple[int, ...] = (2, 4, 6, 10)
+    tower_tau: tuple[float, ...] = (0.05, 0.07, 0.1)
+    # The experiment (--id-embedding): epochs tried at the two towers' chosen temperature.
+    id_embedding: bool = False
+    id_epochs: tuple[int, ...] = (4, 6, 10)
+
+    @classmethod
+    def quick(cls, id_embedding: bool = False) -> Grids:
+        return cls(
+            (None, 30), (10,), ("cosine",), (5,), (0.8,), (0.2,), (2, 4), (2,), (0.07,),
+            id_embedding, (2,),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Fit:
+    """What a method may learn from: the log before ``cut`` (and the item texts, which exist
+    before any event: a listing is published before it is viewed)."""
+
+    log: EventLog
+    text: np.ndarray  # [items, 384] MiniLM vectors
+    cut: int
+    data_version: str
+    seed: int
+
+    @property
+    def sequences(self) -> list[np.ndarray]:
+        return sequences_before(self.log, self.cut)
+
+
+@dataclass(frozen=True)
+class TwoTower:
+    """The served towers' numpy forward (the ONNX graphs compute the same functions)."""
+
+    weights: TowerWeights
+    text: np.ndarray
+
+    def scores(self, history: Sequence[np.ndarray], history_ts: Sequence[np.ndarray]) -> np.ndarray:
+        items = item_head(self.weights, self.text)
+        rows, mask = histories(list(history), self.weights.max_history)
+        users = user_tower(self.weights, items[rows] * mask[..., None], mask)
+        return users @ items.T
+
+
+def fit_two_tower(fit: Fit, epochs: int, tau: float) -> TwoTower:
+    """``inference/training/train.py`` as ``nrtrec models train`` runs it, on this cut."""
+    config = TrainConfig(seed=fit.seed, epochs=epochs, tau=tau)
+    rows, mask, targets = next_item_examples(fit.sequences, config.max_history)
+    weights = train(
+        fit.text, rows, mask, targets, config,
+        data_version=fit.data_version, command="python -m bench.relevance",
+    )  # fmt: skip
+    return TwoTower(weights, fit.text)
+
+
+def fit_id_towers(fit: Fit, epochs: int, tau: float) -> IdTowers:
+    config = TrainConfig(seed=fit.seed, epochs=epochs, tau=tau)
+    rows, mask, targets = next_item_examples(fit.sequences, config.max_history)
+    seen = event_counts(fit.log, fit.cut) > 0
+    return train_with_ids(fit.text, rows, mask, targets, seen, config)
+
+
+def fit_method(fit: Fit, method: str, params: dict[str, Any]) -> Scorer:
+    """One method with its chosen settings (as ``tune`` reports them)."""
+    if method == "most_popular":
+        return Popularity.fit(fit.log, fit.cut, params["window_days"])
+    if method == "last_item_content":
+        return LastItemContent(fit.text)
+    if method == "co_occurrence":
+        counts = co_view_counts(fit.sequences, fit.log.n_items, params["window"])
+        return CoOccurrence.fit(
+            counts, event_counts(fit.log, fit.cut), params["norm"], params["last_n"],
+            params["decay"],
+        )  # fmt: skip
+    if method == "sasrec":
+        config = SeqConfig(seed=fit.seed, dropout=params["dropout"], epochs=params["epochs"])
+        return train_sequential(fit.sequences, fit.log.n_items, config)
+    if method == "two_tower":
+        return fit_two_tower(fit, params["epochs"], params["tau"])
+    if method == "two_tower_id":
+        return fit_id_towers(fit, params["epochs"], params["tau"])
+    raise ValueError(f"unknown method {method!r}")
+
+
+Trial = dict[str, Any]
+
+
+def tune(
+    fit: Fit,
+    cases: Cases,
+    tie_position: np.ndarray,
+    grids: Grids,
+    say: Callable[[str], None] = print,
+) -> dict[str, dict[str, Any]]:
+    """Per method: every setting tried with its validation NDCG@10, the best one, seconds."""
+
+    def score(scorer: Scorer) -> float:
+        return mean_ndcg(scorer, cases, tie_position)
+
+    out: dict[str, dict[str, Any]] = {}
+
+    def record(method: str, trials: list[Trial], started: float) -> None:
+        best = max(trials, key=lambda t: t["val_ndcg@10"])
+        chosen = {k: v for k, v in best.items() if k != "val_ndcg@10"}
+        out[method] = {"trials": trials, "chosen": chosen, "seconds": time.perf_counter() - started}
+        say(f"  {method}: chose {chosen} (val NDCG@10 {best['val_ndcg@10']:.4f})")
+
+    t = time.perf_counter()
+    trials = [
+        {"window_days": d, "val_ndcg@10": score(Popularity.fit(fit.log, fit.cut, d))}
+        for d in grids.popularity_days
+    ]
+    record("most_popular", trials, t)
+
+    t = time.perf_counter()
+    record("last_item_content", [{"val_ndcg@10": score(LastItemContent(fit.text))}], t)
+
+    t = time.perf_counter()
+    trials, sequences, popularity = [], fit.sequences, event_counts(fit.log, fit.cut)
+    for window in grids.co_window:
+        counts = co_view_counts(sequences, fit.log.n_items, window)  # once per window
+        for norm, last_n, decay in itertools.product(
+            grids.co_norm, grids.co_last_n, grids.co_decay
+        ):
+            if last_n == 1 and decay != grids.co_decay[0]:
+                continue  # one vote: the decay changes nothing
+            scorer = CoOccurrence.fit(counts, popularity, norm, last_n, decay)  # type: ignore[arg-type]
+            trials.append(
+                {"window": window, "norm": norm, "last_n": last_n, "decay": decay,
+                 "val_ndcg@10": score(scorer)}
+            )  # fmt: skip
+    record("co_occurrence", trials, t)
+
+    t = time.perf_counter()
+    trials = []
+    for dropout in grids.sasrec_dropout:
+        config = SeqConfig(seed=fit.seed, dropout=dropout, epochs=max(grids.sasrec_epochs))
+
+        def at_epoch(epoch: int, model: SeqModel, dropout: float = dropout) -> None:
+            if epoch in grids.sasrec_epochs:
+                trials.append({"dropout": dropout, "epochs": epoch, "val_ndcg@10": score(model)})
+
+        train_sequential(sequences, fit.log.n_items, config, on_epoch=at_epoch)
+    record("sasrec", trials, t)
+
+    t = time.perf_counter()
+    trials = []
+    for tau, epochs in itertools.product(grids.tower_tau, grids.tower_epochs):
+        # train() has no per-epoch hook, so each epoch count is its own run (same seed: the
+        # same first epochs as the longer runs).
+        ndcg = score(fit_two_tower(fit, epochs, tau))
+        trials.append({"epochs": epochs, "tau": tau, "val_ndcg@10": ndcg})
+        say(f"    two_tower epochs={epochs} tau={tau}: {ndcg:.4f}")
+    record("two_tower", trials, t)
+
+    if grids.id_embedding:
+        t, trials, tau = time.perf_counter(), [], out["two_tower"]["chosen"]["tau"]
+        for epochs in grids.id_epochs:
+            ndcg = score(fit_id_towers(fit, epochs, tau))
+            trials.append({"epochs": epochs, "tau": tau, "val_ndcg@10": ndcg})
+        record("two_tower_id", trials, t)
+    return out
+
+
+def refit(fit: Fit, tuning: dict[str, dict[str, Any]]) -> tuple[dict[str, Scorer], dict]:
+    """Every method with its chosen settings on ``fit`` (the cut at ``T``); seconds each."""
+    scorers, seconds = {}, {}
+    for method in tuning:
+        t = time.perf_counter()
+        scorers[method] = fit_method(fit, method, tuning[method]["chosen"])
+        seconds[method] = time.perf_counter() - t
+    return scorers, seconds
+
+
+def with_cut(fit: Fit, cut: int) -> Fit:
+    return replace(fit, cut=cut)

@@ -1,0 +1,174 @@
+"""The time split's tie rules and the ranking metrics of ``bench.relevance``, on tiny logs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nrtrec.inference.training.baselines import CoOccurrence, co_view_counts
+from nrtrec.inference.training.metrics import (
+    bootstrap_indices,
+    case_metrics,
+    per_user_means,
+    summary,
+    target_ranks,
+    verdict,
+)
+from nrtrec.inference.training.sequential import windows
+from nrtrec.inference.training.timesplit import (
+    EventLog,
+    cut_at_quantile,
+    last_second_items,
+    next_cases,
+    rolling_cases,
+    sequences_before,
+)
+
+
+def make_log(events: list[tuple[int, int, int]], n_items: int = 10) -> EventLog:
+    """(user, item, second) triples, put in the loader's order (time, user, item)."""
+    events = sorted(events, key=lambda e: (e[2], e[0], e[1]))
+    return EventLog(
+        user=np.array([e[0] for e in events], np.int32),
+        item=np.array([e[1] for e in events], np.int32),
+        ts=np.array([e[2] for e in events], np.int64),
+        item_ids=[str(i) for i in range(n_items)],
+        texts=[""] * n_items,
+        n_users=max(e[0] for e in events) + 1,
+    )
+
+
+# user 0: items 1, 2 at second 10; 3 at 20; then 4 and 5 together at 30 (after the cut), 6 at 40.
+# user 1: only after the cut. user 2: item 7 at 25, 7 again at 30 (no target: seen), 8 at 35.
+LOG = make_log(
+    [
+        (0, 1, 10),
+        (0, 2, 10),
+        (0, 3, 20),
+        (0, 5, 30),
+        (0, 4, 30),
+        (0, 6, 40),
+        (1, 2, 30),
+        (2, 7, 25),
+        (2, 7, 30),
+        (2, 8, 35),
+    ]
+)
+
+
+def test_events_in_the_cut_second_go_wholly_after_it() -> None:
+    cut = 30
+    assert sequences_before(LOG, cut)[0].tolist() == [1, 2, 3]
+    assert sequences_before(LOG, cut)[1].tolist() == []
+    q = cut_at_quantile(LOG, 0.5)
+    assert q == 30 and not np.any((LOG.ts < q) & (LOG.ts == 30))
+
+
+def test_next_targets_are_the_whole_first_second_after_the_cut() -> None:
+    cases = next_cases(LOG, 30)
+    by_user = {int(u): i for i, u in enumerate(cases.user)}
+    assert set(by_user) == {0}  # user 1 has no history; user 2 only re-views item 7 at 30
+    c = by_user[0]
+    assert cases.history[c].tolist() == [1, 2, 3]
+    assert cases.targets[c].tolist() == [4, 5]  # tied in their second: both targets, a set
+    assert cases.dropped == {"no_history": 1, "no_targets": 1}
+
+
+def test_next_events_takes_whole_seconds() -> None:
+    cases = next_cases(LOG, 30, n_events=3)
+    assert cases.targets[0].tolist() == [4, 5, 6]
+    assert next_cases(LOG, 30, n_events=2).targets[0].tolist() == [4, 5]
+    assert next_cases(LOG, 30, end=40, n_events=3).targets[0].tolist() == [4, 5]
+
+
+def test_rolling_histories_end_before_the_targets_second() -> None:
+    cases = rolling_cases(LOG, 30)
+    triples = zip(cases.user, cases.history, cases.targets, strict=True)
+    rows = [(int(u), h.tolist(), t.tolist()) for u, h, t in triples]
+    assert rows == [(0, [1, 2, 3], [4, 5]), (0, [1, 2, 3, 4, 5], [6]), (2, [7, 7], [8])]
+    for h_ts, u, t in zip(cases.history_ts, cases.user, cases.targets, strict=True):
+        target_seconds = LOG.ts[(LOG.user == u) & np.isin(LOG.item, t)]
+        assert h_ts.max() < target_seconds.min()
+
+
+def test_new_targets_are_items_unseen_before_the_cut() -> None:
+    cases = rolling_cases(LOG, 30)
+    # Items seen before 30: 1, 2, 3, 7. Everything user 0 and 2 get after is new.
+    assert [t.tolist() for t in cases.new_targets] == [[4, 5], [6], [8]]
+    assert [t.tolist() for t in next_cases(LOG, 25).new_targets] == [[4, 5]]
+
+
+def test_last_item_is_every_item_of_the_last_second() -> None:
+    assert last_second_items(
+        np.array([1, 2, 3, 5, 4]), np.array([10, 10, 20, 30, 30])
+    ).tolist() == [5, 4]
+
+
+def test_ranks_mask_history_and_break_ties_by_the_tie_order() -> None:
+    scores = np.array([[5.0, 9.0, 1.0, 1.0, 1.0]])
+    tie_position = np.array([0, 1, 4, 3, 2])  # among equals, item 4 first, then 3, then 2
+    # item 1 (score 9) is history: masked. Item 0 is ahead of everything left.
+    ranks = target_ranks(scores, [np.array([1])], [np.array([2, 3, 0])], tie_position)
+    assert ranks[0].tolist() == [3, 2, 0]
+
+
+def test_ndcg_and_recall_of_a_known_ranking() -> None:
+    m = case_metrics(
+        [np.array([0]), np.array([1]), np.array([0, 10]), np.array([60]), np.array([])]
+    )
+    assert m["ndcg@10"][0] == pytest.approx(1.0)
+    assert m["ndcg@10"][1] == pytest.approx(1 / np.log2(3))
+    assert m["ndcg@10"][2] == pytest.approx(1 / (1 + 1 / np.log2(3)))
+    assert m["recall@10"][:4].tolist() == [1.0, 1.0, 0.5, 0.0]
+    assert m["recall@50"][:4].tolist() == [1.0, 1.0, 1.0, 0.0]
+    assert np.isnan(m["ndcg@10"][4])
+
+
+def test_each_user_weighs_the_same() -> None:
+    users, means = per_user_means(np.array([1.0, 0.0, 0.0, np.nan]), np.array([0, 1, 1, 2]))
+    assert users.tolist() == [0, 1] and means.tolist() == [1.0, 0.0]
+
+
+def test_bootstrap_interval_contains_the_mean_and_shrinks_with_users() -> None:
+    rng = np.random.default_rng(1)
+    small, large = rng.random(50), rng.random(5000)
+    s, s_large = (
+        summary(small, bootstrap_indices(50, 500, 0)),
+        summary(large, bootstrap_indices(5000, 500, 0)),
+    )
+    assert s["ci95"][0] < s["mean"] < s["ci95"][1]
+    assert s_large["ci95"][1] - s_large["ci95"][0] < s["ci95"][1] - s["ci95"][0]
+    assert np.array_equal(bootstrap_indices(50, 5, 3), bootstrap_indices(50, 5, 3))
+
+
+def test_verdict_is_paired_and_says_who_wins() -> None:
+    base = np.random.default_rng(2).random(200)
+    draws = bootstrap_indices(200, 500, 0)
+    lost = verdict({"two_tower": base, "other": base + 0.01}, draws)
+    assert lost["best"] == "other" and lost["outcome"] == "two_tower_loses"
+    won = verdict({"two_tower": base + 0.01, "other": base}, draws)
+    assert won["outcome"] == "two_tower_wins"
+    assert verdict({"two_tower": np.array([])}, draws[:, :0])["outcome"] == "no_users_in_slice"
+    zeros = verdict({"a": np.zeros(200), "two_tower": np.zeros(200)}, draws)
+    assert (
+        zeros["best_tied_with"] == ["two_tower"]
+        and zeros["outcome"] == "two_tower_no_clear_difference"
+    )
+
+
+def test_co_views_within_a_window_and_recency_votes() -> None:
+    counts = co_view_counts([np.array([0, 1, 2]), np.array([2, 0])], 3, window=1)
+    assert counts.tolist() == [[0, 1, 1], [1, 0, 1], [1, 1, 0]]
+    assert co_view_counts([np.array([0, 1, 2])], 3, window=None)[0].tolist() == [0, 1, 1]
+    model = CoOccurrence.fit(counts, np.ones(3), "none", last_n=2, decay=0.5)
+    # History 0 then 1: item 2 gets 1 (from 1, weight 1) + 0.5 (from 0) votes.
+    s = model.scores([np.array([0, 1])], [np.array([5, 6])])
+    assert s[0, 2] == pytest.approx(1.5, abs=1e-9)
+    tied = model.scores([np.array([0, 1])], [np.array([6, 6])])  # one second: equal weights
+    assert tied[0, 2] == pytest.approx(2.0, abs=1e-9)
+
+
+def test_sequence_windows_cover_every_next_item_step_once() -> None:
+    x, y = windows([np.arange(7)], max_len=3, pad=99)
+    assert y[y >= 0].tolist() == [4, 5, 6, 1, 2, 3] and (x[y < 0] == 99).all()
+    assert x[0].tolist() == [3, 4, 5] and x[1].tolist() == [0, 1, 2]
