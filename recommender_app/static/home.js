@@ -5,7 +5,8 @@
 "use strict";
 
 const POLL_MS = 500;
-const POLL_TRIES = 20;
+// 30 s: a click usually shows within 1-2 s, but a busy or restarting job may take longer.
+const POLL_TRIES = 60;
 
 const app = document.getElementById("app");
 const user = app.dataset.user;

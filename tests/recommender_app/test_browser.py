@@ -1,143 +1,149 @@
 """The homepage module end to end in headless Chromium (Debian's chromium + chromedriver, driven
-by Selenium): open the page for a user, click an item, see the recommendations change; "See
-similar items" pivots. Screenshots go to tests/artifacts/recommender_app/ (gitignored).
+by Selenium), through the real pipeline: open the page for a user, click an item, see the
+recommendations change; "See similar items" pivots. Screenshots go to
+tests/artifacts/recommender_app/ (gitignored).
 
-Everything is real: the app runs as ``nrtrec app`` (a process), with the stack's Redis and Kafka
-and a query-node cluster behind a gateway. The click goes through the app to Kafka. What turns a
-click into a new user vector is, for now, ``StandInPipeline``: it consumes the app's clicks
-topic and writes the user's new vector into the store, as the streaming job (issue 5: clicks ->
-Flink user-embedding job -> store) will. To run against the real pipeline, replace the
-``pipeline`` fixture with one that starts that job on the same topic and store; the test itself
-only waits for the page to change.
+Nothing stands in for a part: MovieLens listings are produced to Kafka and embedded by the
+Flink item job through Triton into two query-node shards; the app runs as ``nrtrec up`` runs it
+(``AppService``, its own fan-out over the shards); a click on the page goes ``POST /v1/events``
+-> Kafka -> the Flink user-vector job -> Triton's user tower -> the store, and the page polls
+until it shows the new list. What the page must show is computed apart, by the in-process
+encoders (onnxruntime over the same ONNX files): the user tower over the stored history, then
+an exact cosine ranking of the item tower's vectors.
 """
 
 from __future__ import annotations
 
 import shutil
-import threading
-import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+import numpy as np
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Producer
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from nrtrec.core.settings import Settings
-from nrtrec.schemas import ClickEvent, decode
+from nrtrec.core.datasets import load_movielens
+from nrtrec.inference.client import LocalEncoder
+from nrtrec.schemas import encode
+from nrtrec.schemas.partitioning import PRODUCER_CONFIG
 from nrtrec.user_store import UserVectorStore, open_store
-from tests.recommender_app.cluster import (
-    PARTITIONS,
-    Catalogue,
-    Server,
-    put_user,
-    start,
-    store_settings,
-)
-from tests.recommender_app.test_events import make_topic
+from tests.pipeline import Pipeline, running_pipeline
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "recommender_app"
 USER = "browser-user"
 K = 10
+N_ITEMS = 80
+VERSION = 2  # the newest encoder: what the app serves
+# Two cosines closer than this may come back in either order (Triton vs in-process floats).
+TIE = 1e-4
+PIPELINE_S = 120.0  # generous: the machine is shared with the rest of the suite
 
 
-class StandInPipeline:
-    """Consumes the clicks topic; for each click, the user's new vector is the clicked item's
-    (version 2) and the item goes first in the user's recent views. A stand-in for the
-    streaming job's user tower, on the same path: Kafka in, store out."""
+@dataclass(frozen=True)
+class Listed:
+    """The catalogue as produced, with what the in-process item tower makes of it."""
 
-    def __init__(self, bootstrap: str, topic: str, store: UserVectorStore, catalogue: Catalogue):
-        self.clicks: list[ClickEvent] = []
-        self._store = store
-        self._catalogue = catalogue
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"stand-in-{uuid.uuid4().hex[:8]}",
-                "auto.offset.reset": "earliest",
-            }
-        )
-        self._consumer.subscribe([topic])
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+    ids: list[str]
+    titles: dict[str, str]
+    vectors: np.ndarray  # [N_ITEMS, dim], version VERSION, row = ids.index(id)
+    encoder: LocalEncoder
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            message = self._consumer.poll(0.1)
-            if message is None or message.error() is not None:
-                continue
-            event = decode(ClickEvent, message.value())
-            assert message.key() == event.user_id.encode()
-            record = self._store.get(event.user_id)
-            recent = [event.item_id, *(record.recent_items if record else [])]
-            row = self._catalogue.ids.index(event.item_id)
-            put_user(self._store, event.user_id, {2: self._catalogue.vectors[2][row]}, recent)
-            self.clicks.append(event)
+    def vector(self, item_id: str) -> np.ndarray:
+        return self.vectors[self.ids.index(item_id)]
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        self._consumer.close()
+    def user_vector(self, recent: Sequence[str]) -> np.ndarray:
+        """The user tower over a stored history (newest first, as the job feeds it)."""
+        history = np.stack([self.vector(i) for i in recent])
+        return self.encoder.encode_users([history], VERSION).vectors[0]
+
+    def ranking(self, query: np.ndarray, exclude: set[str]) -> Ranking:
+        ids = [i for i in self.ids if i not in exclude]
+        matrix = np.stack([self.vector(i) for i in ids])
+        scores = matrix @ query / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(query))
+        order = np.argsort(-scores, kind="stable")
+        return Ranking([ids[r] for r in order], {ids[r]: float(scores[r]) for r in order})
 
 
-@pytest.fixture(scope="module")
-def kafka(stack) -> str:
-    return stack.kafka()
+@dataclass(frozen=True)
+class Ranking:
+    ids: list[str]
+    scores: dict[str, float]
 
+    def top(self, k: int = K) -> list[str]:
+        return self.ids[:k]
 
-@pytest.fixture(scope="module")
-def topic(kafka) -> str:
-    return make_topic(kafka)
+    def matches(self, shown: Sequence[str], k: int = K) -> bool:
+        """``shown`` is this ranking's top k, up to the order of near-ties."""
+        if len(shown) != k or len(set(shown)) != k or not set(shown) <= self.scores.keys():
+            return False
+        best = [self.scores[i] for i in self.ids[:k]]
+        return all(abs(self.scores[i] - s) <= TIE for i, s in zip(shown, best, strict=True))
 
 
 @pytest.fixture(scope="module")
-def app_settings(redis_url, cluster, kafka, topic) -> Settings:
-    return store_settings(redis_url, gateway_url=cluster.gateway.url, kafka_bootstrap=kafka)
+def pipeline(stack, test_settings, trained_models, tmp_path_factory) -> Iterator[Pipeline]:
+    run_dir = tmp_path_factory.mktemp("homepage")
+    with running_pipeline(stack, test_settings, run_dir, app=True) as p:
+        yield p
 
 
 @pytest.fixture(scope="module")
-def app_server(tmp_path_factory, app_settings, cluster, topic) -> Iterator[Server]:
-    """``nrtrec app``, configured the way ``nrtrec up`` configures it: settings from NRTREC_*."""
-    s = app_settings
-    env = {
-        "NRTREC_REDIS__HOST": s.redis.host,
-        "NRTREC_REDIS__PORT": str(s.redis.port),
-        "NRTREC_USER_STORE__KEY_PREFIX": s.user_store.key_prefix,
-        "NRTREC_TOPICS__CLICKS": topic,
-        "NRTREC_LOG_FORMAT": "text",
-    }
-    args = ["app", "--gateway-url", s.gateway.url, "--kafka", s.app.kafka_bootstrap]
-    # Reads from the shards themselves, as under `nrtrec up`.
-    args += ["--num-partitions", str(PARTITIONS)]
-    for (url,) in cluster.shard_urls():
-        args += ["--shard", url]
-    server = start("app", tmp_path_factory.mktemp("app"), args, env)
-    try:
-        server.wait_healthy()
-        yield server
-    finally:
-        server.stop()
+def listed(pipeline: Pipeline, trained_models) -> Listed:
+    """MovieLens' first films, produced as listings and searchable in version 2."""
+    settings = pipeline.settings
+    movies = list(load_movielens().movies.values())[:N_ITEMS]
+    listings = [m.listing(1_000 + n) for n, m in enumerate(movies)]
+    producer = Producer({**PRODUCER_CONFIG, "bootstrap.servers": settings.kafka.bootstrap_servers})
+    for event in listings:
+        producer.produce(settings.topics.listings, key=event.item_id.encode(), value=encode(event))
+    assert producer.flush(30) == 0
+    encoder = LocalEncoder(settings.inference, trained_models.repository)
+
+    def indexed() -> bool:
+        r = httpx.get(f"{settings.gateway.url}/v1/indexes", timeout=5)
+        counts = {i["model_version"]: i["count"] for i in r.json()}
+        return counts.get(VERSION) == N_ITEMS
+
+    wait_until(
+        "the catalogue searchable", indexed, PIPELINE_S, interval_s=0.5, ignoring=(httpx.HTTPError,)
+    )
+    return Listed(
+        ids=[m.item_id for m in movies],
+        titles={m.item_id: m.title for m in movies},
+        vectors=encoder.encode_listings(listings, VERSION).vectors,
+        encoder=encoder,
+    )
 
 
 @pytest.fixture(scope="module")
-def app_store(app_settings) -> Iterator[UserVectorStore]:
-    with open_store(app_settings) as s:
+def store(pipeline: Pipeline) -> Iterator[UserVectorStore]:
+    with open_store(pipeline.settings) as s:
         yield s
 
 
-@pytest.fixture(scope="module")
-def pipeline(kafka, topic, app_store, catalogue) -> Iterator[StandInPipeline]:
-    p = StandInPipeline(kafka, topic, app_store, catalogue)
-    try:
-        yield p
-    finally:
-        p.close()
+def view(pipeline: Pipeline, store: UserVectorStore, item_id: str, recent: list[str]) -> None:
+    """A view posted to the app as the page posts it; waits until the job stored it."""
+    r = httpx.post(
+        f"{pipeline.app_url}/v1/events",
+        json={"user_id": USER, "item_id": item_id, "action": "view"},
+        timeout=5,
+    )
+    assert r.status_code == 202, r.text
+
+    def stored() -> bool:
+        record = store.get(USER)
+        return record is not None and record.recent_items == [item_id, *recent]
+
+    wait_until(f"the view of {item_id} stored", stored, PIPELINE_S, interval_s=0.2)
 
 
 @pytest.fixture(scope="module")
@@ -171,57 +177,75 @@ def item_ids(browser: webdriver.Chrome, list_id: str) -> list[str]:
     return browser.execute_script(script, f"#{list_id} li.item")
 
 
-def test_a_click_changes_the_recommendations_and_similar_items_pivot(
-    browser, app_server, app_store, pipeline, catalogue
+def shown(browser: webdriver.Chrome, ranking: Ranking, list_id: str = "rec-list") -> bool:
+    return ranking.matches(item_ids(browser, list_id))
+
+
+def test_a_click_travels_the_pipeline_and_the_page_shows_the_user_towers_new_list(
+    browser, pipeline, store, listed
 ):
-    start_vector = catalogue.vectors[2][0]
-    recent = ["1", "2"]
-    put_user(app_store, USER, {2: start_vector}, recent=recent)
-    browser.get(f"{app_server.url}/?user={USER}")
+    # Two views through the app and the job: the user the page opens for.
+    recent: list[str] = []
+    for item_id in listed.ids[:2]:
+        view(pipeline, store, item_id, recent)
+        recent.insert(0, item_id)
+    record = store.get(USER)
+    assert record.versions[0].model_version == VERSION
+    np.testing.assert_allclose(record.versions[0].vector, listed.user_vector(recent), atol=1e-4)
+
+    browser.get(f"{pipeline.app_url}/?user={USER}")
     assert "Based on your recent views" in browser.page_source
+    ranking = listed.ranking(listed.user_vector(recent), exclude=set(recent))
+    wait = WebDriverWait(browser, PIPELINE_S, poll_frequency=0.2)
+    wait.until(lambda b: shown(b, ranking), f"the page never showed {ranking.top()}")
     before = item_ids(browser, "rec-list")
-    assert before == catalogue.exact(2, start_vector, K, keep=lambda i: i not in recent)
     assert item_ids(browser, "recent-list") == recent
     assert browser.find_element(By.ID, "recs-source").text == "personalized"
     shot(browser, "01-page.png")
 
-    # Click the last recommendation: the page records it (POST /v1/events).
+    # Click the last recommendation: the page records it (POST /v1/events) and polls.
     clicked = before[-1]
     card = browser.find_element(By.CSS_SELECTOR, f'#rec-list li[data-item-id="{clicked}"]')
-    title = card.find_element(By.CSS_SELECTOR, "button.open").text
-    assert title == f"Film {clicked}"
+    assert card.find_element(By.CSS_SELECTOR, "button.open").text == listed.titles[clicked]
     card.find_element(By.CSS_SELECTOR, "button.open").click()
 
-    # The click reached Kafka, keyed by the user ...
-    wait = WebDriverWait(browser, 15, poll_frequency=0.1)
-    wait.until(lambda _: any(e.item_id == clicked for e in pipeline.clicks))
-    event = next(e for e in pipeline.clicks if e.item_id == clicked)
-    assert event.user_id == USER and event.action == "click"
-    # ... and within seconds the page shows recommendations from the new vector.
-    wait.until(lambda b: item_ids(b, "rec-list") != before)
-    clicked_vector = catalogue.vectors[2][catalogue.ids.index(clicked)]
-    viewed = {clicked, *recent}
-    expected = catalogue.exact(2, clicked_vector, K, keep=lambda i: i not in viewed)
-    wait.until(lambda b: item_ids(b, "rec-list") == expected)
-    wait.until(lambda b: item_ids(b, "recent-list") == [clicked, *recent])
-    assert "updated" in browser.find_element(By.ID, "status").text
+    # Kafka -> the user-vector job -> Triton -> the store: the tower over the new history ...
+    history = [clicked, *recent]
+
+    def stored() -> bool:
+        record = store.get(USER)
+        return record is not None and record.recent_items == history
+
+    wait_until("the click stored by the user-vector job", stored, PIPELINE_S, interval_s=0.2)
+    record = store.get(USER)
+    new_vector = listed.user_vector(history)
+    np.testing.assert_allclose(record.versions[0].vector, new_vector, atol=1e-4)
+    # ... and the page shows its neighbours, without the viewed items.
+    after = listed.ranking(new_vector, exclude=set(history))
+    status = browser.find_element(By.ID, "status")
+    wait.until(
+        lambda b: shown(b, after),
+        f"the page never showed {after.top()} (status: {status.text!r})",
+    )
+    wait.until(lambda b: item_ids(b, "recent-list") == history)
+    assert "updated" in status.text
     assert browser.find_element(By.CSS_SELECTOR, "#rec-list li.fresh")
+    assert browser.find_element(By.ID, "recs-source").text == "personalized"
     shot(browser, "02-after-click.png")
 
-    # "See similar items" on a recommendation: its neighbours, without itself.
-    pivot = expected[0]
+    # "See similar items" on a recommendation: its neighbours by the item tower, without itself.
+    pivot = item_ids(browser, "rec-list")[0]
     card = browser.find_element(By.CSS_SELECTOR, f'#rec-list li[data-item-id="{pivot}"]')
     card.find_element(By.CSS_SELECTOR, "button.similar").click()
     wait.until(lambda b: b.find_element(By.ID, "similar").is_displayed())
-    pivot_vector = catalogue.vectors[2][catalogue.ids.index(pivot)]
-    similar = catalogue.exact(2, pivot_vector, K + 1)[1:]
-    wait.until(lambda b: item_ids(b, "similar-list") == similar)
+    similar = listed.ranking(listed.vector(pivot), exclude={pivot})
+    wait.until(lambda b: shown(b, similar, "similar-list"), f"similar never {similar.top()}")
     heading = browser.find_element(By.ID, "similar-heading").text
-    assert heading == f"Similar to “Film {pivot}”"
+    assert heading == f"Similar to “{listed.titles[pivot]}”"
     # And a pivot from there (visual discovery: similar of similar).
-    nxt = similar[0]
+    nxt = item_ids(browser, "similar-list")[0]
     card = browser.find_element(By.CSS_SELECTOR, f'#similar-list li[data-item-id="{nxt}"]')
     card.find_element(By.CSS_SELECTOR, "button.similar").click()
-    nxt_vector = catalogue.vectors[2][catalogue.ids.index(nxt)]
-    wait.until(lambda b: item_ids(b, "similar-list") == catalogue.exact(2, nxt_vector, K + 1)[1:])
+    again = listed.ranking(listed.vector(nxt), exclude={nxt})
+    wait.until(lambda b: shown(b, again, "similar-list"), f"similar never {again.top()}")
     shot(browser, "03-similar.png")

@@ -12,26 +12,18 @@ import httpx
 import numpy as np
 import pytest
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from nrtrec.cli.up import ensure_indexes, ensure_jobs, ensure_models
+from nrtrec.cli.up import ensure_jobs
 from nrtrec.core.datasets import load_movielens
-from nrtrec.core.settings import Settings, TopicSettings
-from nrtrec.deploy import LocalRunner
-from nrtrec.deploy.services.query_nodes import GatewayService, QueryNodeService
+from nrtrec.core.settings import Settings
 from nrtrec.deploy.supervisor import log_tail
 from nrtrec.inference.client import LocalEncoder
 from nrtrec.schemas import ClickEvent, ListingOp, encode
 from nrtrec.schemas.partitioning import PRODUCER_CONFIG
 from nrtrec.streaming.history import History
-from nrtrec.streaming.submit import (
-    ITEM_DELTAS,
-    USER_VECTORS,
-    running_jobs,
-    wait_for_checkpoint,
-)
+from nrtrec.streaming.submit import ITEM_DELTAS, USER_VECTORS, wait_for_checkpoint
 from nrtrec.user_store import open_store
-from tests.conftest import free_port, free_port_pair
+from tests.pipeline import running_pipeline
 from tests.waiting import collect, wait_until
 
 pytestmark = pytest.mark.integration
@@ -42,59 +34,9 @@ N_USERS = 12
 
 @pytest.fixture(scope="module")
 def pipeline(stack, test_settings: Settings, trained_models, tmp_path_factory):
-    """Kafka, Flink, Triton, Redis from the session stack; 2 query-node shards and a gateway
-    following this module's own topics; encoders loaded; both jobs submitted."""
-    bootstrap = stack.kafka()
-    stack.redis()
-    stack.triton()
-    flink = stack.flink()
-    tag = uuid.uuid4().hex[:8]
-    names = ("clicks", "listings", "item-deltas", "dead", "declarations")
-    topics = {name: f"{name}-{tag}" for name in names}
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # alive until the futures resolve
-    futures = admin.create_topics(
-        [NewTopic(t, num_partitions=test_settings.kafka.partitions) for t in topics.values()]
-    )
-    for f in futures.values():
-        f.result(30)
-    s = test_settings
-    settings = s.model_copy(
-        update={
-            "run_dir": tmp_path_factory.mktemp("pipeline"),
-            "query_node": s.query_node.model_copy(update={"port": free_port_pair()}),
-            "topics": TopicSettings(
-                clicks=topics["clicks"],
-                listings=topics["listings"],
-                item_deltas=topics["item-deltas"],
-                dead_letters=topics["dead"],
-                index_declarations=topics["declarations"],
-            ),
-            "gateway": s.gateway.model_copy(update={"port": free_port()}),
-            "local": s.local.model_copy(update={"query_node_shards": 2, "query_node_replicas": 1}),
-            "user_store": s.user_store.model_copy(update={"key_prefix": f"e2e-{tag}:"}),
-            "streaming": s.streaming.model_copy(
-                update={
-                    "consumer_group": f"e2e-{tag}",
-                    "checkpoint_interval_ms": 1000,
-                }
-            ),
-        }
-    )
-    services = [QueryNodeService(settings, 0), QueryNodeService(settings, 1)]
-    services.append(GatewayService(settings))
-    runner = LocalRunner(settings, services)
-    runner.up()
-    try:
-        versions = ensure_models(settings)
-        assert versions == [1, 2]
-        ensure_indexes(settings, versions)
-        jobs = ensure_jobs(settings, flink)
-        yield settings, flink, jobs, topics
-    finally:
-        for name, job_id in running_jobs(flink).items():
-            if name in (ITEM_DELTAS.name, USER_VECTORS.name):
-                flink.cancel_job(job_id)
-        runner.down()
+    """The module's own pipeline on the session's services (``tests/pipeline.py``)."""
+    with running_pipeline(stack, test_settings, tmp_path_factory.mktemp("pipeline")) as p:
+        yield p.settings, p.flink, p.jobs, p.topics
 
 
 def produce(settings: Settings, topic: str, records: list[tuple[str, bytes]]) -> None:
