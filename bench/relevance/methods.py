@@ -28,7 +28,7 @@ from nrtrec.inference.training.data import histories, next_item_examples
 from nrtrec.inference.training.id_tower import IdTowers, train_with_ids
 from nrtrec.inference.training.sequential import SeqConfig, SeqModel, train_sequential
 from nrtrec.inference.training.timesplit import Cases, EventLog, sequences_before
-from nrtrec.inference.training.train import TrainConfig, train
+from nrtrec.inference.training.train import TrainConfig, recency_weights, train
 
 from .scoring import mean_ndcg
 
@@ -49,6 +49,8 @@ class Grids:
     sasrec_epochs: tuple[int, ...] = (4, 8, 12, 16)  # one run per dropout, read at each
     tower_epochs: tuple[int, ...] = (2, 4, 6, 10)
     tower_tau: tuple[float, ...] = (0.05, 0.07, 0.1)
+    # Recency-weighted examples (TrainConfig.half_life_days), tried at the chosen epochs and tau.
+    tower_half_life: tuple[float | None, ...] = (None, 60.0, 30.0, 15.0)
     # The experiment (--id-embedding): epochs tried at the two towers' chosen temperature.
     id_embedding: bool = False
     id_epochs: tuple[int, ...] = (4, 6, 10)
@@ -57,7 +59,7 @@ class Grids:
     def quick(cls, id_embedding: bool = False) -> Grids:
         return cls(
             (None, 30), (10,), ("cosine",), (5,), (0.8,), (0.2,), (2, 4), (2,), (0.07,),
-            id_embedding, (2,),
+            (None, 30.0), id_embedding, (2,),
         )  # fmt: skip
 
 
@@ -76,6 +78,14 @@ class Fit:
     def sequences(self) -> list[np.ndarray]:
         return sequences_before(self.log, self.cut)
 
+    def examples(self, config: TrainConfig) -> tuple[np.ndarray, ...]:
+        """The towers' training examples before the cut, and their recency weights (or None)."""
+        rows, mask, targets = next_item_examples(self.sequences, config.max_history)
+        # next_item_examples' order: per user, every event but the first.
+        seconds = [ts[ts < self.cut][1:] for _, ts in self.log.per_user()]
+        target_ts = np.concatenate(seconds) if seconds else np.zeros(0, np.int64)
+        return rows, mask, targets, recency_weights(target_ts, config.half_life_days)
+
 
 @dataclass(frozen=True)
 class TwoTower:
@@ -91,22 +101,28 @@ class TwoTower:
         return users @ items.T
 
 
-def fit_two_tower(fit: Fit, epochs: int, tau: float) -> TwoTower:
-    """``inference/training/train.py`` as ``nrtrec models train`` runs it, on this cut."""
-    config = TrainConfig(seed=fit.seed, epochs=epochs, tau=tau)
-    rows, mask, targets = next_item_examples(fit.sequences, config.max_history)
-    weights = train(
+def fit_two_tower(
+    fit: Fit, epochs: int, tau: float, half_life_days: float | None = None
+) -> TwoTower:
+    """``inference/training/train.py`` as ``nrtrec models train`` runs it, on this cut (with
+    ``half_life_days``, its recency-weighted examples)."""
+    config = TrainConfig(seed=fit.seed, epochs=epochs, tau=tau, half_life_days=half_life_days)
+    rows, mask, targets, weights = fit.examples(config)
+    towers = train(
         fit.text, rows, mask, targets, config,
         data_version=fit.data_version, command="python -m bench.relevance",
+        example_weights=weights,
     )  # fmt: skip
-    return TwoTower(weights, fit.text)
+    return TwoTower(towers, fit.text)
 
 
-def fit_id_towers(fit: Fit, epochs: int, tau: float) -> IdTowers:
-    config = TrainConfig(seed=fit.seed, epochs=epochs, tau=tau)
-    rows, mask, targets = next_item_examples(fit.sequences, config.max_history)
+def fit_id_towers(
+    fit: Fit, epochs: int, tau: float, half_life_days: float | None = None
+) -> IdTowers:
+    config = TrainConfig(seed=fit.seed, epochs=epochs, tau=tau, half_life_days=half_life_days)
+    rows, mask, targets, weights = fit.examples(config)
     seen = event_counts(fit.log, fit.cut) > 0
-    return train_with_ids(fit.text, rows, mask, targets, seen, config)
+    return train_with_ids(fit.text, rows, mask, targets, seen, config, weights)
 
 
 def fit_method(fit: Fit, method: str, params: dict[str, Any]) -> Scorer:
@@ -125,9 +141,9 @@ def fit_method(fit: Fit, method: str, params: dict[str, Any]) -> Scorer:
         config = SeqConfig(seed=fit.seed, dropout=params["dropout"], epochs=params["epochs"])
         return train_sequential(fit.sequences, fit.log.n_items, config)
     if method == "two_tower":
-        return fit_two_tower(fit, params["epochs"], params["tau"])
+        return fit_two_tower(fit, params["epochs"], params["tau"], params["half_life_days"])
     if method == "two_tower_id":
-        return fit_id_towers(fit, params["epochs"], params["tau"])
+        return fit_id_towers(fit, params["epochs"], params["tau"], params["half_life_days"])
     raise ValueError(f"unknown method {method!r}")
 
 
@@ -198,15 +214,26 @@ def tune(
         # train() has no per-epoch hook, so each epoch count is its own run (same seed: the
         # same first epochs as the longer runs).
         ndcg = score(fit_two_tower(fit, epochs, tau))
-        trials.append({"epochs": epochs, "tau": tau, "val_ndcg@10": ndcg})
+        trials.append({"epochs": epochs, "tau": tau, "half_life_days": None, "val_ndcg@10": ndcg})
         say(f"    two_tower epochs={epochs} tau={tau}: {ndcg:.4f}")
+    # Then the recency weighting, at the best epochs and tau (a full grid would be 4x longer).
+    best = max(trials, key=lambda trial: trial["val_ndcg@10"])
+    for half_life in grids.tower_half_life:
+        if half_life is None:
+            continue  # tried above
+        ndcg = score(fit_two_tower(fit, best["epochs"], best["tau"], half_life))
+        trials.append({**best, "half_life_days": half_life, "val_ndcg@10": ndcg})
+        say(f"    two_tower at the best, half_life_days={half_life}: {ndcg:.4f}")
     record("two_tower", trials, t)
 
     if grids.id_embedding:
-        t, trials, tau = time.perf_counter(), [], out["two_tower"]["chosen"]["tau"]
+        t, trials = time.perf_counter(), []
+        tau, half_life = (out["two_tower"]["chosen"][k] for k in ("tau", "half_life_days"))
         for epochs in grids.id_epochs:
-            ndcg = score(fit_id_towers(fit, epochs, tau))
-            trials.append({"epochs": epochs, "tau": tau, "val_ndcg@10": ndcg})
+            ndcg = score(fit_id_towers(fit, epochs, tau, half_life))
+            trials.append(
+                {"epochs": epochs, "tau": tau, "half_life_days": half_life, "val_ndcg@10": ndcg}
+            )
         record("two_tower_id", trials, t)
     return out
 

@@ -23,6 +23,7 @@ from nrtrec.inference.training.timesplit import (
     rolling_cases,
     sequences_before,
 )
+from nrtrec.inference.training.train import TrainConfig, recency_weights
 
 
 def make_log(events: list[tuple[int, int, int]], n_items: int = 10) -> EventLog:
@@ -172,3 +173,26 @@ def test_sequence_windows_cover_every_next_item_step_once() -> None:
     x, y = windows([np.arange(7)], max_len=3, pad=99)
     assert y[y >= 0].tolist() == [4, 5, 6, 1, 2, 3] and (x[y < 0] == 99).all()
     assert x[0].tolist() == [3, 4, 5] and x[1].tolist() == [0, 1, 2]
+
+
+def test_recency_weights_halve_every_half_life_and_keep_the_mean() -> None:
+    day = 86_400
+    w = recency_weights(np.array([0, 10 * day, 20 * day]), half_life_days=10.0)
+    assert w.mean() == pytest.approx(1.0)
+    assert w[2] / w[1] == pytest.approx(2.0) and w[1] / w[0] == pytest.approx(2.0)
+    assert recency_weights(np.array([0, day]), None) is None
+
+
+def test_fit_examples_carry_the_seconds_of_their_targets() -> None:
+    # Fit.examples pairs next_item_examples with each target's second: check on LOG at cut 30.
+    from bench.relevance.methods import Fit
+
+    fit = Fit(LOG, np.zeros((10, 384), np.float32), cut=30, data_version="t", seed=0)
+    config = TrainConfig(max_history=4, half_life_days=1e-6)
+    rows, mask, targets, weights = fit.examples(config)
+    # Before 30: user 0 has 1, 2 (second 10) and 3 (second 20); user 2 only 7: one event, no
+    # example. Examples: 1 -> 2 (target at 10), 1 2 -> 3 (target at 20).
+    assert targets.tolist() == [2, 3]
+    assert rows[1, :2].tolist() == [2, 1] and mask.sum(axis=1).tolist() == [1, 2]
+    # A tiny half-life: the older target weighs almost nothing against the newer.
+    assert weights[0] < 1e-6 < weights[1]

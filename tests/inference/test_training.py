@@ -9,7 +9,7 @@ from nrtrec.core.datasets import load_movielens
 from nrtrec.inference.training.data import histories, next_item_examples, split
 from nrtrec.inference.training.evaluate import evaluate, ranking_metrics
 from nrtrec.inference.training.text_vectors import text_vectors
-from nrtrec.inference.training.train import TrainConfig, train
+from nrtrec.inference.training.train import TrainConfig, fit_towers, train
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,24 @@ def test_same_seed_same_weights_other_seed_other_weights(data) -> None:
     np.testing.assert_array_equal(a.query, b.query)
     assert not np.array_equal(a.w1, c.w1)
     assert a.run.seed == 3 and a.run.data_version == movielens.version
+
+
+def test_example_weights_and_the_id_table_change_only_what_they_should(data) -> None:
+    _, held_out, text = data
+    rows, mask, targets = next_item_examples(held_out.train[:60], 20)
+    config = TrainConfig(seed=3, epochs=1, batch=256)
+    plain = fit_towers(text, rows, mask, targets, config)
+    ones = fit_towers(text, rows, mask, targets, config, example_weights=np.ones(len(targets)))
+    np.testing.assert_array_equal(plain.weights.w1, ones.weights.w1)  # weight 1 is no weight
+    skewed = np.where(np.arange(len(targets)) % 2 == 0, 1.9, 0.1).astype(np.float32)
+    weighted = fit_towers(text, rows, mask, targets, config, example_weights=skewed)
+    assert not np.array_equal(plain.weights.w1, weighted.weights.w1)
+    seen = np.zeros(len(text), bool)
+    seen[np.unique(targets)[:50]] = True
+    with_ids = fit_towers(text, rows, mask, targets, config, seen=seen)
+    assert plain.ids is None and with_ids.ids is not None
+    assert not with_ids.ids[~seen].any()  # an unseen item keeps its text vector alone
+    assert (np.abs(with_ids.ids[seen]).sum(axis=1) > 0).all()
 
 
 def test_ranking_metrics_on_a_known_ranking(data) -> None:
