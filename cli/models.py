@@ -34,6 +34,14 @@ def train(
         Path | None, typer.Option(help="write the offline evaluation here (JSON)")
     ] = None,
     register: Annotated[bool, typer.Option(help="export into the repository")] = True,
+    half_life_days: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1,
+            help="weight training examples 0.5 ** (age / half-life) before the newest "
+            "(bench.relevance chose 30 on its validation cut); default: all weigh the same",
+        ),
+    ] = None,
 ) -> None:
     """Train both towers on MovieLens-100k, evaluate on later events, register a version."""
     from rich.progress import Progress
@@ -47,6 +55,7 @@ def train(
         epochs=epochs,
         dim=settings.inference.dim,
         max_history=settings.inference.max_history,
+        half_life_days=half_life_days,
     )
     with Progress(transient=True) as bar:
         task = bar.add_task("training", total=None)

@@ -24,7 +24,7 @@ from nrtrec.inference.training.baselines import (
     co_view_counts,
     event_counts,
 )
-from nrtrec.inference.training.data import histories, next_item_examples
+from nrtrec.inference.training.data import histories, next_item_examples, target_seconds
 from nrtrec.inference.training.id_tower import IdTowers, train_with_ids
 from nrtrec.inference.training.sequential import SeqConfig, SeqModel, train_sequential
 from nrtrec.inference.training.timesplit import Cases, EventLog, sequences_before
@@ -81,9 +81,7 @@ class Fit:
     def examples(self, config: TrainConfig) -> tuple[np.ndarray, ...]:
         """The towers' training examples before the cut, and their recency weights (or None)."""
         rows, mask, targets = next_item_examples(self.sequences, config.max_history)
-        # next_item_examples' order: per user, every event but the first.
-        seconds = [ts[ts < self.cut][1:] for _, ts in self.log.per_user()]
-        target_ts = np.concatenate(seconds) if seconds else np.zeros(0, np.int64)
+        target_ts = target_seconds([ts[ts < self.cut] for _, ts in self.log.per_user()])
         return rows, mask, targets, recency_weights(target_ts, config.half_life_days)
 
 

@@ -16,6 +16,7 @@ class Split:
     texts: list[str]  # the item tower's input text per row
     train: list[np.ndarray]  # per user: item rows in time order (the past)
     test: list[np.ndarray]  # per user: item rows after the past (the held-out later events)
+    train_ts: list[np.ndarray]  # per user: the seconds of ``train``'s events
 
     @property
     def n_items(self) -> int:
@@ -31,13 +32,15 @@ def split(data: MovieLens, test_fraction: float = 0.2) -> Split:
     for item_id in item_ids:
         listing = data.movies[item_id].listing(0)
         texts.append(listing_text(listing.title, listing.category, listing.aspects))
-    train, test = [], []
+    train, test, train_ts = [], [], []
     for user_id in sorted(data.by_user, key=int):
-        rows = np.array([row[x.item_id] for x in data.by_user[user_id]], np.int32)
+        events = data.by_user[user_id]
+        rows = np.array([row[x.item_id] for x in events], np.int32)
         n_test = max(1, round(len(rows) * test_fraction))
         train.append(rows[:-n_test])
         test.append(rows[-n_test:])
-    return Split(item_ids, texts, train, test)
+        train_ts.append(np.array([x.ts_ms // 1000 for x in events[:-n_test]], np.int64))
+    return Split(item_ids, texts, train, test, train_ts)
 
 
 def histories(sequences: list[np.ndarray], max_history: int) -> tuple[np.ndarray, np.ndarray]:
@@ -62,3 +65,10 @@ def next_item_examples(
             targets.append(seq[t])
     rows, mask = histories(prefixes, max_history)
     return rows, mask, np.array(targets, np.int32)
+
+
+def target_seconds(train_ts: list[np.ndarray]) -> np.ndarray:
+    """The second of each example's target, in :func:`next_item_examples`' order (per user,
+    every event but the first): what recency weights are computed from."""
+    parts = [ts[1:] for ts in train_ts]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)

@@ -15,10 +15,10 @@ import numpy as np
 from nrtrec.core.datasets import load_movielens
 from nrtrec.inference.repository import ModelRepository
 from nrtrec.inference.towers import TowerWeights
-from nrtrec.inference.training.data import next_item_examples, split
+from nrtrec.inference.training.data import next_item_examples, split, target_seconds
 from nrtrec.inference.training.evaluate import evaluate
 from nrtrec.inference.training.text_vectors import text_vectors
-from nrtrec.inference.training.train import TrainConfig, train
+from nrtrec.inference.training.train import TrainConfig, recency_weights, train
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,11 @@ def train_pair(
 
     t = time.perf_counter()
     rows, mask, targets = next_item_examples(held_out.train, config.max_history)
+    example_weights = recency_weights(target_seconds(held_out.train_ts), config.half_life_days)
     weights = train(
         text, rows, mask, targets, config,
-        data_version=data.version, command=command, progress=progress,
+        data_version=data.version, command=command, example_weights=example_weights,
+        progress=progress,
     )  # fmt: skip
     seconds["train"] = time.perf_counter() - t
 
