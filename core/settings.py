@@ -351,6 +351,19 @@ class AppSettings(BaseModel):
         return self.query_path == "shards"
 
 
+class PrometheusSettings(BaseModel):
+    """The local runner's Prometheus: it scrapes every service and records the on-call rules."""
+
+    host: str = LOOPBACK
+    port: int = 9090
+    scrape_interval_s: float = Field(default=5.0, gt=0)
+    retention: str = Field(default="2d", description="how long samples are kept (TSDB retention)")
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
 class LocalRunnerSettings(BaseModel):
     """What `nrtrec up` runs beyond the infrastructure."""
 
@@ -398,6 +411,7 @@ class Settings(BaseSettings):
     inference: InferenceSettings = InferenceSettings()
     streaming: StreamingSettings = StreamingSettings()
     app: AppSettings = AppSettings()
+    prometheus: PrometheusSettings = PrometheusSettings()
 
     @field_validator("token")
     @classmethod

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything nrtrec needs on a fresh Debian/Ubuntu machine: system packages that are
-# missing (Python 3.11, Java 17, Maven, redis-server) and the Python environment in .venv.
+# missing (Python 3.11, Java 17, Maven, redis-server, chromium, prometheus) and the Python environment in .venv.
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,8 @@ command -v g++ >/dev/null || need+=(g++)   # hnswlib builds from source
 # The homepage's browser test: Debian's chromium and its driver (selenium drives them).
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
+# Monitoring: `nrtrec up` runs Prometheus, scraping every service.
+command -v prometheus >/dev/null || need+=(prometheus)
 if ((${#need[@]})); then
   echo "setup: installing system packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -22,9 +24,11 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 # Debian starts a system-wide redis on 6379 when it installs the package; nrtrec runs its own.
-if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then
-  systemctl stop redis-server || true
-fi
+for unit in redis-server prometheus; do  # and a system-wide Prometheus on 9090, likewise
+  if command -v systemctl >/dev/null && systemctl is-active --quiet "$unit" 2>/dev/null; then
+    systemctl stop "$unit" || true
+  fi
+done
 
 stamp="$VENV/.nrtrec-installed"
 if [ ! -x "$VENV/bin/python" ]; then

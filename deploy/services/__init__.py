@@ -8,6 +8,7 @@ from nrtrec.deploy.services.base import Process, Service
 from nrtrec.deploy.services.couchbase import CouchbaseService
 from nrtrec.deploy.services.flink import FlinkService
 from nrtrec.deploy.services.kafka import KafkaService
+from nrtrec.deploy.services.prometheus import PrometheusService
 from nrtrec.deploy.services.query_nodes import GatewayService, QueryNodeService
 from nrtrec.deploy.services.redis import RedisService
 from nrtrec.deploy.services.triton import TritonService
@@ -19,7 +20,8 @@ SERVICE_TYPES: dict[str, type[Service]] = {
 
 def default_services(settings: Settings) -> list[Service]:
     """Everything `nrtrec up` starts, in start order: infrastructure, then query nodes (one
-    per shard replica), the gateway in front of them, and the recommender app.
+    per shard replica), the gateway in front of them, the recommender app, and Prometheus
+    scraping all of them.
 
     The Couchbase test server only when it is the store (``user_store.backend``): it binds its
     REST port on every interface, with fixed credentials, and nothing else needs it."""
@@ -33,7 +35,8 @@ def default_services(settings: Settings) -> list[Service]:
         QueryNodeService(settings, n)
         for n in range(local.query_node_shards * local.query_node_replicas)
     ]
-    return [*infrastructure, *nodes, GatewayService(settings), AppService(settings)]
+    services = [*infrastructure, *nodes, GatewayService(settings), AppService(settings)]
+    return [*services, PrometheusService(settings)]
 
 
 __all__ = ["SERVICE_TYPES", "Process", "Service", "default_services"]

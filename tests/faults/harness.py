@@ -45,6 +45,7 @@ from nrtrec.core.settings import (
     FlinkSettings,
     GatewaySettings,
     KafkaSettings,
+    PrometheusSettings,
     QueryNodeSettings,
     RedisSettings,
     Settings,
@@ -133,6 +134,7 @@ def stack_settings(run_dir: Path, models: Path) -> Settings:
         query_node=QueryNodeSettings(port=free_port_run(4), snapshot_interval_s=5.0),
         gateway=GatewaySettings(port=free_port()),
         app=AppSettings(port=free_port()),
+        prometheus=PrometheusSettings(port=free_port()),
     )
 
 

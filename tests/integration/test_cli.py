@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 # No Couchbase test server: Redis is the store unless Couchbase is chosen.
 SERVICES = {
     "kafka", "flink", "triton", "redis", "query-node-0", "query-node-1",
-    "query-node-2", "query-node-3", "gateway", "app",
+    "query-node-2", "query-node-3", "gateway", "app", "prometheus",
 }  # fmt: skip
 
 
@@ -57,6 +57,7 @@ def cli_env(tmp_path):
         "COUCHBASE__CONTROL_PORT",
         "GATEWAY__PORT",
         "APP__PORT",
+        "PROMETHEUS__PORT",
     ):
         env[f"NRTREC_{var}"] = str(free_port())
     # Query node n listens on this port + n.
@@ -150,6 +151,24 @@ def test_up_status_down(cli_env):
     recommended = lambda: httpx.get(f"{app}/v1/users/{first_user}/recommendations").json()  # noqa: E731
     _wait(lambda: recommended()["source"] == "personalized", 180, "personalized answer")
     assert len(recommended()["items"]) == 10
+    # Prometheus scrapes every service, and its coverage rule sees the whole catalogue in each
+    # served version (each shard counted once, not once per replica).
+    prometheus = next(r["url"] for r in rows if r["name"] == "prometheus")
+
+    def prom(expr: str) -> dict[str, float]:
+        r = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=5).json()
+        return {
+            x["metric"].get("job") or x["metric"].get("model_version", ""): float(x["value"][1])
+            for x in r["data"]["result"]
+        }
+
+    jobs = {"prometheus": 1.0, "app": 1.0, "gateway": 1.0, "query-node": 4.0, "triton": 1.0}
+    _wait(lambda: prom("sum by (job) (up)") == jobs, 90, "every service scraped")
+    _wait(
+        lambda: set(prom("nrtrec:index_items:sum_by_version").values()) == {1682.0},
+        60,
+        "the catalogue in every version, by Prometheus",
+    )
     # A user with no history gets popular items.
     answer = httpx.get(f"{app}/v1/users/nobody/recommendations")
     assert answer.status_code == 200 and answer.json()["source"] == "popular", answer.text
