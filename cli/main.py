@@ -11,6 +11,7 @@ import typer
 
 from nrtrec.cli.errors import fail, load_settings
 from nrtrec.cli.models import models_app
+from nrtrec.cli.report import report_app
 from nrtrec.cli.services import register_service_commands
 from nrtrec.cli.streaming import bulk_command, jobs_app, replay_command
 
@@ -23,6 +24,7 @@ schemas_app = typer.Typer(help="JSON Schema files generated from the topic recor
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(models_app, name="models")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(report_app, name="report")
 app.command("bulk")(bulk_command)
 app.command("replay")(replay_command)
 register_service_commands(app)

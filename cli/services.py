@@ -123,7 +123,8 @@ def recommender_app(
         str | None, typer.Option(help="the gateway (or one query node); default the local gateway")
     ] = None,
     kafka: Annotated[
-        str | None, typer.Option(help="bootstrap servers for click events; default kafka.*")
+        str | None,
+        typer.Option(help="bootstrap servers of clicks and impressions; default kafka.*"),
     ] = None,
     shard: Annotated[
         list[str] | None,

@@ -53,7 +53,8 @@ def partition_count(client: Producer | Any, topic: str, timeout_s: float = 10.0)
 # How long each topic keeps what it holds. Compacted topics keep the newest record of every key
 # forever: ``item-deltas`` (every item's newest vector per version, so a replica started from
 # nothing replays everything it needs), ``listings`` (every item's newest listing, which a bulk
-# run reads from the beginning) and ``index-declarations``. Events keep a week.
+# run reads from the beginning) and ``index-declarations``. Events keep a week, impressions too:
+# an experiment's report joins them with the clicks, which are gone after a week anyway.
 WEEK_MS = str(7 * 24 * 3600 * 1000)
 TOPIC_CONFIGS: dict[Topic, dict[str, str]] = {
     Topic.CLICKS: {"cleanup.policy": "delete", "retention.ms": WEEK_MS},
@@ -62,6 +63,7 @@ TOPIC_CONFIGS: dict[Topic, dict[str, str]] = {
     Topic.DEAD_LETTERS: {"cleanup.policy": "delete", "retention.ms": WEEK_MS},
     # One partition: one order of declarations for every node.
     Topic.INDEX_DECLARATIONS: {"cleanup.policy": "compact"},
+    Topic.IMPRESSIONS: {"cleanup.policy": "delete", "retention.ms": WEEK_MS},
 }
 SINGLE_PARTITION = {Topic.INDEX_DECLARATIONS}
 

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +24,7 @@ from nrtrec.schemas.filters import FilterLimits
 from nrtrec.schemas.partitioning import ShardMap
 from nrtrec.schemas.query_api import Backend, Quantization
 from nrtrec.schemas.topics import Topic
+from nrtrec.schemas.types import Label
 
 LOOPBACK = "127.0.0.1"
 
@@ -57,6 +58,7 @@ class TopicSettings(BaseModel):
     item_deltas: str = Topic.ITEM_DELTAS.value
     dead_letters: str = Topic.DEAD_LETTERS.value
     index_declarations: str = Topic.INDEX_DECLARATIONS.value
+    impressions: str = Topic.IMPRESSIONS.value
 
     def of(self, topic: Topic) -> str:
         return getattr(self, topic.name.lower())
@@ -327,6 +329,12 @@ class AppSettings(BaseModel):
     # Events the broker did not acknowledge in time wait here until it does (a JSON-lines file,
     # fsynced). None: <run_dir>/app-spool/clicks.jsonl.
     spool_path: Path | None = None
+    # Impressions the broker did not take wait in a spool of their own. None: impressions.jsonl
+    # beside the clicks' spool.
+    impressions_spool_path: Path | None = None
+    # Impressions kept for a broker that is away (in memory and in the spool): about 100 s of
+    # 200 requests/s. Past this many the newest are dropped and counted, never waited for.
+    impressions_spool_max: int = Field(default=20_000, ge=1)
     recent_shown: int = Field(default=8, ge=0, description="recent views on the homepage")
     # Attributes a caller may filter recommendations on (query parameters), with their type:
     # numbers take range operators. The catalogue's genres are a list, which filters never match.
@@ -349,6 +357,43 @@ class AppSettings(BaseModel):
         if self.query_path == "auto":
             return bool(gateway.shards)
         return self.query_path == "shards"
+
+
+class ArmSettings(BaseModel):
+    """One arm of an experiment: a model version tried first, or the control."""
+
+    name: Label
+    model_version: int | None = Field(
+        default=None, ge=1, description="None: the control arm, the non-personalized list"
+    )
+    weight: float = Field(default=1.0, gt=0, allow_inf_nan=False, description="relative share")
+
+
+class ExperimentSettings(BaseModel):
+    """An A/B experiment over users (``NRTREC_EXPERIMENT__NAME=ab-1``,
+    ``NRTREC_EXPERIMENT__ARMS='[{"name": "control"}, {"name": "v2", "model_version": 2}]'``).
+
+    A user's arm is a stable hash of (name, user id): the same arm on every request and every
+    app process, and another draw under another experiment name. Off by default (no name):
+    every answer is today's, with arm ``"default"``.
+    """
+
+    name: Label | None = None
+    arms: list[ArmSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _arms_fit_the_name(self) -> ExperimentSettings:
+        if self.name is None and self.arms:
+            raise ValueError("arms are given but no experiment name (experiment.name)")
+        if self.name is not None and not self.arms:
+            raise ValueError(f"experiment {self.name!r} has no arms (experiment.arms)")
+        names = [arm.name for arm in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"arm names must differ, got {names}")
+        if "default" in names:
+            # "default" is the arm of answers outside any experiment; a report could not tell.
+            raise ValueError('"default" is the arm of answers outside an experiment; rename it')
+        return self
 
 
 class PrometheusSettings(BaseModel):
@@ -411,6 +456,7 @@ class Settings(BaseSettings):
     inference: InferenceSettings = InferenceSettings()
     streaming: StreamingSettings = StreamingSettings()
     app: AppSettings = AppSettings()
+    experiment: ExperimentSettings = ExperimentSettings()
     prometheus: PrometheusSettings = PrometheusSettings()
 
     @field_validator("token")

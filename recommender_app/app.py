@@ -1,9 +1,9 @@
 """The app factory: the recommender app's HTTP API (DESIGN.md) and the homepage module.
 
 The lifespan makes every client once (the user-vector store, the query API's client: the shards
-themselves or the gateway, the Kafka producer for clicks) and hands them to handlers through
-``request.state``; it runs the popular-items refresh in the background and closes everything at
-shutdown.
+themselves or the gateway, the Kafka producer of clicks and impressions) and hands them to
+handlers through ``request.state``; it runs the popular-items refresh in the background and
+closes everything at shutdown.
 """
 
 from __future__ import annotations
@@ -23,10 +23,13 @@ from nrtrec.core.web.limits import BodyLimitMiddleware
 from nrtrec.core.web.timing import LatencyMiddleware
 from nrtrec.query_node.client import QueryClient, QueryReader, ShardedQueryClient
 from nrtrec.recommender_app import errors
+from nrtrec.recommender_app.arms import Arms
 from nrtrec.recommender_app.clicks import ClickPublisher
 from nrtrec.recommender_app.deps import Services
+from nrtrec.recommender_app.impressions import ImpressionLog
 from nrtrec.recommender_app.metrics import Metrics
 from nrtrec.recommender_app.popular import PopularItems
+from nrtrec.recommender_app.producer import AppProducer
 from nrtrec.recommender_app.routes import events, health, homepage, recommend
 from nrtrec.recommender_app.service import Recommender
 from nrtrec.recommender_app.store import AsyncStore
@@ -53,18 +56,23 @@ def create_app(settings: Settings | None = None, store: UserVectorStore | None =
         gateway = await _open_reader(settings, metrics)
         versions = LiveVersions(gateway, cfg.index_name, cfg.versions_ttl_s)
         popular = PopularItems(settings, async_store, gateway, versions)
-        publisher = ClickPublisher(settings)
+        producer = AppProducer(settings)
         services = Services(
             settings=settings,
             store=async_store,
             versions=versions,
             popular=popular,
             recommender=Recommender(settings, async_store, gateway, versions, popular),
-            publisher=publisher,
+            publisher=ClickPublisher(settings, producer),
             metrics=metrics,
+            arms=Arms(settings.experiment),
+            impressions=ImpressionLog(settings, producer, metrics),
         )
         refresh = asyncio.create_task(popular.run(), name="popular-items")
         log.info("recommender app: query API at %s, index %r", gateway.base_url, cfg.index_name)
+        if settings.experiment.name:
+            arms = ", ".join(a.name for a in settings.experiment.arms)
+            log.info("experiment %r: arms %s", settings.experiment.name, arms)
         try:
             yield {"services": services}
         finally:
@@ -72,7 +80,7 @@ def create_app(settings: Settings | None = None, store: UserVectorStore | None =
             with contextlib.suppress(asyncio.CancelledError):
                 await refresh
             await gateway.close()
-            await asyncio.to_thread(publisher.close)
+            await asyncio.to_thread(producer.close)
             await asyncio.to_thread(async_store.close)
 
     app = FastAPI(

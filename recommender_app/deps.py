@@ -8,8 +8,10 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from nrtrec.core.settings import Settings
+from nrtrec.recommender_app.arms import Arms
 from nrtrec.recommender_app.clicks import ClickPublisher
 from nrtrec.recommender_app.errors import BadParameter
+from nrtrec.recommender_app.impressions import ImpressionLog
 from nrtrec.recommender_app.metrics import Metrics
 from nrtrec.recommender_app.popular import PopularItems
 from nrtrec.recommender_app.service import Recommender
@@ -28,6 +30,8 @@ class Services:
     recommender: Recommender
     publisher: ClickPublisher
     metrics: Metrics
+    arms: Arms
+    impressions: ImpressionLog
 
 
 # async: FastAPI would run a plain function in the thread pool, a hop per dependency.

@@ -47,6 +47,13 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.impressions = Counter(
+            "nrtrec_app_impressions",
+            "Served lists logged to the impressions topic, by experiment arm and outcome: "
+            "delivered, spooled (the broker did not take it in time), dropped (backlog full)",
+            ["arm", "outcome"],
+            registry=self.registry,
+        )
 
         # Only when the app fans out over the shards itself (app.query_path).
         self.upstream_failures = Counter(

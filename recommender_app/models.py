@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_serializer
 
-from nrtrec.schemas import Action, ClickEvent
-from nrtrec.schemas.types import Count, Id, Record
+from nrtrec.schemas import Action, ClickEvent, Source
+from nrtrec.schemas.types import Count, Id, Record, RequestId
 
-
-class Source(StrEnum):
-    """Which path an answer took (DESIGN.md, "Embedding versions")."""
-
-    # The newest vector (of the user; of the item for similar items) against its own version.
-    PERSONALIZED = "personalized"
-    # An older version's vector against that version's index: the newest had no live index.
-    OLDER_VERSION = "older-version"
-    # The most viewed items: no vector, no live index for any of them, or a failure.
-    POPULAR = "popular"
+# The arm of an answer when no experiment runs (and of similar items, which no arm changes).
+DEFAULT_ARM = "default"
 
 
 class RecommendedItem(BaseModel):
@@ -42,6 +34,11 @@ class Recommendations(BaseModel):
     # says what happened.
     degraded: bool = False
     reasons: list[str] = Field(default_factory=list)
+    # The experiment arm the user is assigned to (settings.experiment); "default" when none runs.
+    arm: str = DEFAULT_ARM
+    # This list's id: its record on the ``impressions`` topic, and what a click on one of its
+    # items sends back (POST /v1/events). Null for similar items, which are not logged.
+    request_id: str | None = None
 
 
 class ViewedItem(BaseModel):
@@ -60,7 +57,7 @@ class RecentViews(BaseModel):
 
 class ClickIn(Record):
     """``POST /v1/events``: a ``ClickEvent`` whose ``event_id`` (a uuid4), ``ts`` (now) and
-    ``action`` (click) may be left out."""
+    ``action`` (click) may be left out; ``request_id`` is the answer the item was shown in."""
 
     event_id: Id | None = None
     user_id: Id
@@ -68,6 +65,7 @@ class ClickIn(Record):
     action: Action = Action.CLICK
     # A JSON integer (ms since the epoch), as every integer of a request body.
     ts: Count | None = Field(default=None, ge=0)
+    request_id: RequestId | None = None
 
     def event(self, now_ms: int) -> ClickEvent:
         return ClickEvent(
@@ -76,6 +74,7 @@ class ClickIn(Record):
             item_id=self.item_id,
             action=self.action,
             ts=self.ts if self.ts is not None else now_ms,
+            request_id=self.request_id,
         )
 
 
@@ -89,3 +88,8 @@ class Accepted(BaseModel):
     partition: int | None
     offset: int | None
     spooled: bool = False
+
+    @field_serializer("event")
+    def _as_published(self, event: ClickEvent) -> dict[str, Any]:
+        # As the record on the topic: a click without a request_id has no such field.
+        return event.model_dump(mode="json", exclude_none=True)

@@ -5,6 +5,10 @@ index of its own ``model_version``. A user's versions are tried newest first; th
 live index answers (``personalized`` when it is the user's newest, ``older-version`` otherwise);
 with none, or with no vector at all, the answer is the popular items (``popular``).
 
+Under an experiment (``arms``) the user's arm names a version that is tried first, the others
+after it as above, or is the control (the popular items). When the arm's version does not
+answer, the fallback is as without an experiment and ``reasons`` says so (``arm_fallback``).
+
 Every call to the store or the gateway is bounded by the request's budget (``Timings``). A
 failure never fails the request: the answer falls back to what is available, and ``reasons``
 says what happened (``degraded`` in the response).
@@ -19,13 +23,16 @@ from typing import Any
 
 from nrtrec.core.settings import Settings
 from nrtrec.query_node.client import NotFound, QueryApiError, QueryReader, Refused, Unavailable
-from nrtrec.recommender_app.models import Source
+from nrtrec.recommender_app.arms import DEFAULT, Arm
+from nrtrec.recommender_app.models import DEFAULT_ARM
 from nrtrec.recommender_app.popular import PopularItems
 from nrtrec.recommender_app.store import AsyncStore
 from nrtrec.recommender_app.timing import Timings
 from nrtrec.recommender_app.versions import Listing, LiveVersions
+from nrtrec.schemas import Source
 from nrtrec.schemas.filters import Filter
 from nrtrec.schemas.query_api import SearchHit, SearchRequest
+from nrtrec.schemas.records import UserVectors
 from nrtrec.user_store import StoreError
 
 log = logging.getLogger(__name__)
@@ -43,6 +50,22 @@ class Answer:
     model_version: int | None
     source: Source
     reasons: list[str] = field(default_factory=list)
+    # The experiment arm it was served under (``arms``); "default" outside an experiment.
+    arm: str = DEFAULT_ARM
+    # Set by the route for a list it logs as an impression.
+    request_id: str | None = None
+
+
+def _arm_missed(arm: Arm, record: UserVectors, listing: Listing | None) -> str:
+    """Why ``arm``'s version did not answer (the user got another version, or popular items)."""
+    v = arm.model_version
+    if record.newest(v) is None:
+        why = f"the user has no v{v} vector"
+    elif listing is not None and v not in listing.by_version:
+        why = f"v{v} is not served"
+    else:
+        why = f"v{v} did not answer"
+    return f"arm_fallback: arm {arm.name!r} serves v{v}; {why}"
 
 
 def _item(hit: SearchHit) -> Json:
@@ -72,23 +95,54 @@ class Recommender:
 
     # ---- GET /v1/users/{user_id}/recommendations ------------------------------------------
 
-    async def for_user(self, user_id: str, k: int, filter: Filter, t: Timings) -> Answer:
+    async def for_user(
+        self, user_id: str, k: int, filter: Filter, t: Timings, arm: Arm = DEFAULT
+    ) -> Answer:
+        """The user's list under ``arm``: its model version tried first (then the others,
+        newest first, as without an experiment), or, for the control, the popular items."""
         reasons: list[str] = []
         try:
             with t.stage("store"):
                 record = await self._store.get(user_id, t.budget(self._app.store_timeout_s))
         except StoreError as e:
             reasons.append(f"store_unavailable: {e}")
-            return await self._popular_answer(k, (), filter, t, reasons)
+            return await self._popular_answer(k, (), filter, t, reasons, arm)
         if record is None:
             # No history (or not yet): the popular items, nothing degraded.
-            return await self._popular_answer(k, (), filter, t, reasons)
+            return await self._popular_answer(k, (), filter, t, reasons, arm)
         viewed = set(record.recent_items)
+        if arm.control:
+            # Recent views are left out here too: the arms differ only in how they rank.
+            return await self._popular_answer(k, viewed, filter, t, reasons, arm)
         listing = await self._listing(t, reasons)
-        if listing is None:
-            return await self._popular_answer(k, viewed, filter, t, reasons)
+        answer = None
+        if listing is not None:
+            answer = await self._personalized(record, listing, k, viewed, filter, t, reasons, arm)
+        if answer is None:
+            answer = await self._popular_answer(k, viewed, filter, t, reasons, arm)
+        if arm.model_version is not None and answer.model_version != arm.model_version:
+            answer.reasons.append(_arm_missed(arm, record, listing))
+        return answer
+
+    async def _personalized(
+        self,
+        record: UserVectors,
+        listing: Listing,
+        k: int,
+        viewed: set[str],
+        filter: Filter,
+        t: Timings,
+        reasons: list[str],
+        arm: Arm,
+    ) -> Answer | None:
+        """The first of the user's versions (the arm's first, then newest first) with a live
+        index that answers; None when none does (popular items then)."""
         newest = record.versions[0].model_version
-        for user_vector in record.versions:
+        ordered = record.versions
+        if arm.model_version is not None:
+            # Stable: the arm's version first, the others still newest first.
+            ordered = sorted(ordered, key=lambda v: v.model_version != arm.model_version)
+        for user_vector in ordered:
             version = user_vector.model_version
             live = listing.by_version.get(version)
             if live is None:
@@ -96,7 +150,7 @@ class Recommender:
             if live.dim != len(user_vector.vector):
                 log.warning(
                     "user %s: vector v%d has dimension %d, the index %d; skipped",
-                    user_id,
+                    record.user_id,
                     version,
                     len(user_vector.vector),
                     live.dim,
@@ -111,8 +165,8 @@ class Recommender:
                 continue
             kept = [_item(h) for h in hits if h.id not in viewed][:k]
             source = Source.PERSONALIZED if version == newest else Source.OLDER_VERSION
-            return Answer(kept, version, source, reasons)
-        return await self._popular_answer(k, viewed, filter, t, reasons)
+            return Answer(kept, version, source, reasons, arm.name)
+        return None
 
     # ---- GET /v1/items/{item_id}/similar ---------------------------------------------------
 
@@ -258,6 +312,7 @@ class Recommender:
         filter: Filter,
         t: Timings,
         reasons: list[str],
+        arm: Arm = DEFAULT,
     ) -> Answer:
         with t.stage("store"):
             popular = await self._popular.get(t.budget(self._app.store_timeout_s))
@@ -273,4 +328,4 @@ class Recommender:
             items.append(item)
             if len(items) == k:
                 break
-        return Answer(items, None, Source.POPULAR, reasons)
+        return Answer(items, None, Source.POPULAR, reasons, arm.name)

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ValidationError
 
 from nrtrec.schemas.errors import InvalidRecord, UnknownTopic
 from nrtrec.schemas.events import ClickEvent, ListingEvent
-from nrtrec.schemas.records import DeadLetter, IndexDeclaration, ItemDelta
+from nrtrec.schemas.records import DeadLetter, Impression, IndexDeclaration, ItemDelta
 from nrtrec.schemas.topics import Topic
 
 MODEL_OF_TOPIC: dict[Topic, type[BaseModel]] = {
@@ -17,6 +17,7 @@ MODEL_OF_TOPIC: dict[Topic, type[BaseModel]] = {
     Topic.ITEM_DELTAS: ItemDelta,
     Topic.DEAD_LETTERS: DeadLetter,
     Topic.INDEX_DECLARATIONS: IndexDeclaration,
+    Topic.IMPRESSIONS: Impression,
 }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from nrtrec.schemas.errors import InvalidRecord
-from nrtrec.schemas.types import Id, Record, TimestampMs
+from nrtrec.schemas.types import Id, Record, RequestId, TimestampMs
 
 
 class Action(StrEnum):
@@ -19,13 +19,15 @@ class Action(StrEnum):
 
 
 class ClickEvent(Record):
-    """Topic ``clicks``, key ``user_id``."""
+    """Topic ``clicks``, key ``user_id``. ``request_id``: the served list the click came from
+    (its ``impressions`` record), when the client knows it."""
 
     event_id: Id
     user_id: Id
     item_id: Id
     action: Action
     ts: TimestampMs
+    request_id: RequestId | None = None
 
     def key(self) -> str:
         return self.user_id

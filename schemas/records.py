@@ -1,14 +1,24 @@
-"""Records that nrtrec's own services produce: item deltas, dead letters, user vectors."""
+"""Records that nrtrec's own services produce: item deltas, dead letters, user vectors,
+impressions."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from nrtrec.schemas.events import ListingOp
 from nrtrec.schemas.partitioning import partition_for
-from nrtrec.schemas.types import Id, ModelVersion, Record, TimestampMs, Vector
+from nrtrec.schemas.types import (
+    Id,
+    Label,
+    ModelVersion,
+    Record,
+    RequestId,
+    TimestampMs,
+    Vector,
+)
 
 
 class ItemDelta(Record):
@@ -128,3 +138,36 @@ class UserVectors(Record):
             versions=ordered[:keep],
             recent_items=self.recent_items if recent_items is None else recent_items,
         )
+
+
+class Source(StrEnum):
+    """Which path a served list took (DESIGN.md, "Embedding versions")."""
+
+    # The newest vector (of the user; of the item for similar items) against its own version.
+    PERSONALIZED = "personalized"
+    # An older version's vector against that version's index: the newest had no live index,
+    # or an experiment's arm asked for the older version.
+    OLDER_VERSION = "older-version"
+    # The most viewed items: no vector, no live index for any of them, a failure, or the
+    # control arm of an experiment.
+    POPULAR = "popular"
+
+
+class Impression(Record):
+    """Topic ``impressions``, key ``user_id``: one list of recommendations the app served to a
+    user, under the experiment arm the user is assigned to (``experiment`` null and ``arm``
+    ``"default"`` when no experiment runs). A click on it carries its ``request_id``."""
+
+    request_id: RequestId
+    experiment: Label | None = None
+    user_id: Id
+    arm: Label
+    # The version of the vectors matched; null for popular items.
+    model_version: ModelVersion | None = None
+    source: Source
+    # As served, best first (an answer holds at most app.max_k; 1000 bounds any setting).
+    items: list[Id] = Field(max_length=1000)
+    ts: TimestampMs
+
+    def key(self) -> str:
+        return self.user_id

@@ -9,3 +9,4 @@ class Topic(StrEnum):
     ITEM_DELTAS = "item-deltas"
     DEAD_LETTERS = "dead-letters"
     INDEX_DECLARATIONS = "index-declarations"
+    IMPRESSIONS = "impressions"

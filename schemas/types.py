@@ -36,6 +36,42 @@ Id = Annotated[
 """An id is 1 to 256 characters, no "/" and no control characters, no whitespace at either end.
 A contract, not a setting: a record one service accepts must be one every other accepts."""
 
+_REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
+REQUEST_ID_PATTERN = _REQUEST_ID.pattern
+
+
+def _check_request_id(value: str) -> str:
+    if not _REQUEST_ID.match(value):
+        raise ValueError("a request_id is the 32 lowercase hex digits an answer of the app gave")
+    return value
+
+
+RequestId = Annotated[
+    str,
+    Field(min_length=32, max_length=32, json_schema_extra={"pattern": REQUEST_ID_PATTERN}),
+    AfterValidator(_check_request_id),
+]
+"""The id of one list the app served (``uuid4().hex``): its impression's, and its clicks'."""
+
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _check_label(value: str) -> str:
+    if not _LABEL.match(value):
+        raise ValueError(
+            "a name is 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+        )
+    return value
+
+
+Label = Annotated[
+    str,
+    Field(min_length=1, max_length=64, json_schema_extra={"pattern": _LABEL.pattern}),
+    AfterValidator(_check_label),
+]
+"""A short name an operator chooses: an experiment's, an arm's. It shows in reports and in
+metric labels, so no spaces and nothing to escape."""
+
 Count = Annotated[int, Field(strict=True)]
 """An integer request parameter given as a JSON integer: ``"10"``, ``10.0`` and ``true`` are
 mistakes, answered 422 rather than read as 10 (or 1)."""

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from nrtrec.recommender_app.deps import AppServices
+from nrtrec.recommender_app.routes.recommend import recommend_user
 from nrtrec.recommender_app.timing import Timings
 from nrtrec.schemas.filters import Filter
 from nrtrec.schemas.types import ID_MAX_LENGTH, ID_PATTERN
@@ -42,12 +43,12 @@ async def homepage(services: AppServices, user: UserQuery = None) -> HTMLRespons
     if user is None:
         return HTMLResponse(template.render(user=None, static=STATIC_URL))
     app = services.settings.app
-    recommender = services.recommender
-    # Each list has a request's budget of its own; they run side by side.
+    # Each list has a request's budget of its own; they run side by side. The recommendations
+    # are a served list like the API's: under the user's arm, logged as an impression.
     recent_t, recs_t = Timings(app.deadline_s), Timings(app.deadline_s)
     (recent, recent_reasons), recs = await asyncio.gather(
-        recommender.recent_views(user, recent_t),
-        recommender.for_user(user, app.default_k, Filter(), recs_t),
+        services.recommender.recent_views(user, recent_t),
+        recommend_user(services, user, app.default_k, Filter(), recs_t),
     )
     html = template.render(
         user=user,
@@ -58,6 +59,7 @@ async def homepage(services: AppServices, user: UserQuery = None) -> HTMLRespons
             "source": recs.source.value,
             "model_version": recs.model_version,
             "reasons": recs.reasons + recent_reasons,
+            "request_id": recs.request_id,
         },
         static=STATIC_URL,
     )

@@ -3,9 +3,16 @@
 
 Answers are serialised straight to JSON (the shape of ``Recommendations``), skipping a model
 per item on the hot path; ``Server-Timing`` says where the time went (store, search, app).
+
+Every list served to a user (``recommend_user``: this endpoint and the homepage's module) is
+under the user's experiment arm, gets a ``request_id`` and is logged to ``impressions`` without
+waiting for the broker. Similar items answer for an item, not a user: no arm, no impression.
 """
 
 from __future__ import annotations
+
+import time
+import uuid
 
 from fastapi import APIRouter, Request, Response
 from pydantic_core import to_json
@@ -22,6 +29,7 @@ from nrtrec.recommender_app.deps import (
 from nrtrec.recommender_app.models import RecentViews, Recommendations
 from nrtrec.recommender_app.service import Answer
 from nrtrec.recommender_app.timing import Timings
+from nrtrec.schemas import Impression
 from nrtrec.schemas.filters import Filter, filter_from_query
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
@@ -56,6 +64,8 @@ def _respond(endpoint: str, answer: Answer, services: Services, t: Timings) -> R
         "source": answer.source.value,
         "degraded": bool(answer.reasons),
         "reasons": answer.reasons,
+        "arm": answer.arm,
+        "request_id": answer.request_id,
     }
     body = to_json(content)
     return Response(body, media_type="application/json", headers={"Server-Timing": t.header()})
@@ -71,8 +81,31 @@ async def recommendations(
     user_id: UserId, request: Request, services: AppServices, t: RequestTimings
 ) -> Response:
     k, filter = _query(request, services)
-    answer = await services.recommender.for_user(user_id, k, filter, t)
+    answer = await recommend_user(services, user_id, k, filter, t)
     return _respond("recommendations", answer, services, t)
+
+
+async def recommend_user(
+    services: Services, user_id: str, k: int, filter: Filter, t: Timings
+) -> Answer:
+    """The user's list under their arm, with a fresh ``request_id``, logged as an impression
+    (queued for the broker, never waited for)."""
+    arm = services.arms.assign(user_id)
+    answer = await services.recommender.for_user(user_id, k, filter, t, arm)
+    answer.request_id = uuid.uuid4().hex
+    services.impressions.log(
+        Impression(
+            request_id=answer.request_id,
+            experiment=services.arms.experiment,
+            user_id=user_id,
+            arm=answer.arm,
+            model_version=answer.model_version,
+            source=answer.source,
+            items=[item["id"] for item in answer.items],
+            ts=time.time_ns() // 1_000_000,
+        )
+    )
+    return answer
 
 
 @router.get(

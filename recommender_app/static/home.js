@@ -2,6 +2,8 @@
 // recommendations are fetched again every POLL_MS until they change (the click travels through
 // Kafka and the streaming job into the user's vector within seconds) or POLL_TRIES run out.
 // "See similar items" pivots to an item's neighbours (GET /v1/items/{id}/similar).
+// A click on a recommended item sends the request_id of the list it was shown in (the newest
+// one fetched: #rec-list's data-request-id), which ties the click to its impression.
 "use strict";
 
 const POLL_MS = 500;
@@ -98,6 +100,8 @@ async function refreshRecommendations() {
   const answer = await getJSON(
     `/v1/users/${encodeURIComponent(user)}/recommendations?k=${k}`
   );
+  // The list now on screen is this answer's, whether or not its items changed.
+  recList.dataset.requestId = answer.request_id || "";
   const before = ids(recList);
   const after = answer.items.map((item) => item.id);
   const changed = before.join("\n") !== after.join("\n");
@@ -140,18 +144,20 @@ function pollAfterClick(tries) {
   }, POLL_MS);
 }
 
-async function recordClick(item) {
+async function recordClick(item, requestId) {
   stopPolling();
   statusLine.textContent = `Recorded a view of “${item.title}”; updating…`;
   // Shown at once; the server's list replaces it once the click has reached the store.
   const first = recentList.querySelector(".empty");
   if (first) first.remove();
   recentList.prepend(itemCard(item, false));
+  const click = { user_id: user, item_id: item.id, action: "click" };
+  if (requestId) click.request_id = requestId;
   try {
     await getJSON("/v1/events", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ user_id: user, item_id: item.id, action: "click" }),
+      body: JSON.stringify(click),
     });
   } catch (error) {
     statusLine.textContent = "The click was not recorded: " + error.message;
@@ -182,6 +188,8 @@ document.addEventListener("click", (event) => {
   if (!button || !app.contains(button)) return;
   const card = button.closest(".item");
   const item = { id: card.dataset.itemId, title: card.querySelector(".open").textContent };
-  if (button.classList.contains("open")) recordClick(item);
+  // Only the recommendations are logged lists; other lists' clicks carry no request_id.
+  const requestId = recList.contains(card) ? recList.dataset.requestId : "";
+  if (button.classList.contains("open")) recordClick(item, requestId);
   else showSimilar(item);
 });

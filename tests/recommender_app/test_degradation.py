@@ -165,8 +165,12 @@ def test_a_store_down_from_the_start_still_answers(own_cluster):
             "source": "popular",
             "degraded": True,
             "reasons": body["reasons"],
+            # Served all the same: a list of its own, logged as an impression.
+            "arm": "default",
+            "request_id": body["request_id"],
         }
         assert [r.split(":")[0] for r in body["reasons"]] == ["store_unavailable"] * 2
+        assert len(body["request_id"]) == 32
 
 
 def test_no_gateway_gives_popular_items_and_says_so(own_redis, catalogue):

@@ -104,11 +104,23 @@ def test_a_click_is_published_keyed_by_user_after_the_broker_acknowledged(client
         ({"user_id": "u", "item_id": "1", "ts": "5"}, "ts: Input should be a valid integer"),
         ({"user_id": "u", "item_id": "1", "ts": -1}, "ts: Input should be greater than"),
         ({"user_id": "u", "item_id": "1", "colour": "red"}, "colour: Extra inputs"),
+        ({"user_id": "u", "item_id": "1", "request_id": "r-1"}, "request_id: String should have"),
+        ({"user_id": "u", "item_id": "1", "request_id": "A" * 32}, "request_id: a request_id is"),
         ([1, 2], "Input should be a valid dictionary"),
     ],
 )
 def test_a_bad_event_is_422_and_not_published(client, body, says):
     assert says in error(client.post("/v1/events", json=body), 422, "invalid_request")
+
+
+def test_a_click_names_the_list_it_came_from(client, kafka, topic):
+    """The homepage sends the ``request_id`` of the answer the item was shown in."""
+    request_id = uuid.uuid4().hex
+    r = client.post("/v1/events", json={"user_id": "u1", "item_id": "4", "request_id": request_id})
+    assert r.status_code == 202, r.text
+    assert r.json()["event"]["request_id"] == request_id
+    [message] = consume(kafka, topic, 1)
+    assert decode(ClickEvent, message.value()).request_id == request_id
 
 
 def test_a_click_dated_ahead_of_the_clock_is_422_and_not_published(client, kafka, topic):

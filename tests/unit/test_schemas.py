@@ -5,6 +5,7 @@ import pytest
 from nrtrec.schemas import (
     ClickEvent,
     DeadLetter,
+    Impression,
     InvalidRecord,
     ItemDelta,
     ListingEvent,
@@ -61,6 +62,9 @@ def test_listing_round_trip_and_delete_without_text():
         (ClickEvent, {**CLICK, "user_id": "u" * 257}, "user_id", "at most 256 characters"),
         (ClickEvent, {k: v for k, v in CLICK.items() if k != "item_id"}, "item_id", "required"),
         (ClickEvent, {**CLICK, "extra": 1}, "extra", "not permitted"),
+        # A list's id is what the app made (uuid4 hex); anything else names no impression.
+        (ClickEvent, {**CLICK, "request_id": "x" * 32}, "request_id", "32 lowercase hex"),
+        (ClickEvent, {**CLICK, "request_id": "ab"}, "request_id", "at least 32 characters"),
         (ListingEvent, {**LISTING, "price": -3}, "price", "greater than or equal to 0"),
         (ListingEvent, {**LISTING, "op": "patch"}, "op", "'upsert' or 'delete'"),
         (ListingEvent, {**LISTING, "title": None}, "title", "required when op is 'upsert'"),
@@ -120,9 +124,31 @@ def test_user_vectors_reject_foreign_users_and_duplicate_versions():
         UserVectors(user_id="u1", versions=[_uv(1), _uv(1)])
 
 
+def test_impression_round_trip_and_a_click_naming_its_list():
+    record = {
+        "request_id": "0123456789abcdef0123456789abcdef",
+        "experiment": "ab-1",
+        "user_id": "u1",
+        "arm": "control",
+        "source": "popular",
+        "items": ["3", "1"],
+        "ts": 5,
+    }
+    impression = decode(Impression, json.dumps(record))
+    assert impression.key() == "u1" and impression.model_version is None
+    assert decode(Impression, encode(impression)) == impression
+    click = decode(ClickEvent, json.dumps({**CLICK, "request_id": impression.request_id}))
+    assert decode(ClickEvent, encode(click)).request_id == impression.request_id
+    # Without one, a click is encoded as before (no null field).
+    assert b"request_id" not in encode(decode(ClickEvent, json.dumps(CLICK)))
+    with pytest.raises(InvalidRecord, match="arm: a name is 1 to 64"):
+        decode(Impression, json.dumps({**record, "arm": "a b"}))
+
+
 def test_topics_map_to_models():
     assert model_for("clicks") is ClickEvent
     assert model_for(Topic.DEAD_LETTERS) is DeadLetter
+    assert model_for("impressions") is Impression
     with pytest.raises(UnknownTopic):
         model_for("nope")
 
@@ -142,3 +168,7 @@ def test_json_schema_files_describe_the_contract_fields():
     assert set(clicks["required"]) == {"event_id", "user_id", "item_id", "action", "ts"}
     deltas = json.loads((json_schema.SCHEMA_DIR / "item-deltas.schema.json").read_text())
     assert {"op", "item_id", "model_version", "source_ts"} <= set(deltas["required"])
+    assert "request_id" in clicks["properties"] and "request_id" not in clicks["required"]
+    impressions = json.loads((json_schema.SCHEMA_DIR / "impressions.schema.json").read_text())
+    assert set(impressions["required"]) == {"request_id", "user_id", "arm", "source", "items", "ts"}
+    assert {"experiment", "model_version"} <= set(impressions["properties"])
