@@ -165,7 +165,7 @@ def test_up_status_down(cli_env):
     jobs = {"prometheus": 1.0, "app": 1.0, "gateway": 1.0, "query-node": 4.0, "triton": 1.0}
     _wait(lambda: prom("sum by (job) (up)") == jobs, 90, "every service scraped")
     _wait(
-        lambda: set(prom("nrtrec:index_items:sum_by_version").values()) == {1682.0},
+        lambda: set(prom('nrtrec:index_items:sum_by_version{index="items"}').values()) == {1682.0},
         60,
         "the catalogue in every version, by Prometheus",
     )

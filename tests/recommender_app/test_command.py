@@ -32,10 +32,12 @@ def test_the_app_reads_the_shards_its_command_line_names(
     server = start("app", tmp_path, args, env)
     try:
         server.wait_healthy()
-        body = httpx.get(f"{server.url}/v1/items/12/similar?k=5", timeout=10).json()
+        # One more than needed: test_app's escaping test may have left its "evil" item.
+        body = httpx.get(f"{server.url}/v1/items/12/similar?k=6", timeout=10).json()
     finally:
         server.stop()
     assert body["source"] == "personalized", body
     assert not body["degraded"], body
     vector = catalogue.vectors[2][catalogue.ids.index("12")]
-    assert [i["id"] for i in body["items"]] == catalogue.exact(2, vector, 6)[1:]
+    ids = [i["id"] for i in body["items"] if i["id"] != "evil"][:5]
+    assert ids == catalogue.exact(2, vector, 6)[1:]

@@ -46,3 +46,14 @@ def test_compose_refuses_to_start_without_a_token_and_locks_model_control():
     for option in ("--http-restricted-api=", "--grpc-restricted-protocol="):
         assert option + "model-repository," in triton
     assert "${NRTREC_TRITON_ADMIN_KEY:?" in triton
+
+
+def test_compose_prometheus_records_the_local_runners_rules():
+    import json
+
+    from nrtrec.deploy.services.prometheus import PrometheusService
+
+    committed = json.loads((ROOT / "deploy/docker/nrtrec-rules.yml").read_text())
+    assert committed == PrometheusService.recording_rules(), (
+        "regenerate deploy/docker/nrtrec-rules.yml"
+    )
