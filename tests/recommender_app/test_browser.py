@@ -14,7 +14,6 @@ an exact cosine ranking of the item tower's vectors.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,6 @@ import numpy as np
 import pytest
 from confluent_kafka import Producer
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -34,6 +32,7 @@ from nrtrec.schemas import encode
 from nrtrec.schemas.partitioning import PRODUCER_CONFIG
 from nrtrec.user_store import UserVectorStore, open_store
 from tests.pipeline import Pipeline, running_pipeline
+from tests.recommender_app.chromium import headless_chromium
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -148,15 +147,7 @@ def view(pipeline: Pipeline, store: UserVectorStore, item_id: str, recent: list[
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium and driver, "needs Debian's chromium and chromium-driver (deploy/setup.sh)"
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    options.add_argument("--window-size=1280,1000")
-    b = webdriver.Chrome(options=options, service=Service(driver))
-    b.set_page_load_timeout(30)
+    b = headless_chromium()
     try:
         yield b
     finally:

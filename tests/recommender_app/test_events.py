@@ -7,8 +7,7 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer
 from fastapi.testclient import TestClient
 
 from nrtrec.recommender_app import create_app
@@ -16,18 +15,10 @@ from nrtrec.schemas import ClickEvent, decode
 from tests.conftest import free_port
 from tests.fuzzing import refuse_generated_bad_input
 from tests.recommender_app.cluster import with_kafka
+from tests.recommender_app.topics import make_topic, records_in
 from tests.waiting import collect, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def make_topic(bootstrap: str) -> str:
-    """A topic of this test's own: other tests may read the contract's ``clicks``."""
-    topic = f"clicks-app-test-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result()
-    wait_until(f"topic {topic} served", lambda: topic in admin.list_topics(timeout=5).topics)
-    return topic
 
 
 def consume(bootstrap: str, topic: str, n: int, timeout_s: float = 30.0) -> list:
@@ -183,22 +174,10 @@ def test_what_a_stopped_app_spooled_the_next_one_sends(settings, store, kafka, t
         wait_until("the spool emptied", lambda: settings.app.spool_path.read_text() == "")
 
 
-def _records_in(bootstrap: str, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "watermarks"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        marks = [
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions
-        ]
-        return sum(high - low for low, high in marks)
-    finally:
-        consumer.close()
-
-
 def test_generated_bad_input_is_refused_cleanly_and_publishes_nothing(client, kafka, topic):
     seen = refuse_generated_bad_input(client.app, client, {})
     assert sum(n for (_, path, _), n in seen.items() if path == "/v1/events") > 50, seen
     # The topic is this test's own: not one of those requests reached it, a good one does.
-    assert _records_in(kafka, topic) == 0
+    assert records_in(kafka, topic) == 0
     assert client.post("/v1/events", json={"user_id": "u1", "item_id": "1"}).status_code == 202
-    assert _records_in(kafka, topic) == 1
+    assert records_in(kafka, topic) == 1

@@ -7,16 +7,11 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import uuid
 from collections import defaultdict
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 from fastapi.testclient import TestClient
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 from typer.testing import CliRunner
@@ -27,33 +22,14 @@ from nrtrec.recommender_app import create_app
 from nrtrec.recommender_app.experiment import TopicReader, wilson, z_of
 from nrtrec.schemas import ClickEvent, Impression
 from tests.conftest import free_port
+from tests.recommender_app.chromium import headless_chromium
 from tests.recommender_app.cluster import PARTITIONS, put_user, start, store_settings, with_kafka
+from tests.recommender_app.topics import make_topic, records_in
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 ARMS = [{"name": "control"}, {"name": "v1", "model_version": 1}]
-
-
-def own_topic(bootstrap: str, what: str) -> str:
-    """A topic of this test's own: other tests (and a running app) write the contract's."""
-    topic = f"{what}-experiment-test-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result()
-    wait_until(f"topic {topic} served", lambda: topic in admin.list_topics(timeout=5).topics)
-    return topic
-
-
-def records_in(bootstrap: str, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "watermarks"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        marks = [
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions
-        ]
-        return sum(high - low for low, high in marks)
-    finally:
-        consumer.close()
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +52,8 @@ def settings(redis_url, cluster, kafka) -> Settings:
         deadline_s=5.0,
     )
     settings = with_kafka(settings, kafka)
-    settings.topics.clicks = own_topic(kafka, "clicks")
-    settings.topics.impressions = own_topic(kafka, "impressions")
+    settings.topics.clicks = make_topic(kafka, "clicks")
+    settings.topics.impressions = make_topic(kafka, "impressions")
     return settings
 
 
@@ -307,12 +283,6 @@ def test_a_click_on_the_homepage_names_the_list_it_was_shown_in(
     args = ["app", "--num-partitions", str(PARTITIONS)]
     for (url,) in cluster.shard_urls():
         args += ["--shard", url]
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium and driver, "needs Debian's chromium and chromium-driver (deploy/setup.sh)"
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
-        options.add_argument(arg)
 
     def clicks_sent() -> int:
         return records_in(kafka, settings.topics.clicks)
@@ -320,9 +290,8 @@ def test_a_click_on_the_homepage_names_the_list_it_was_shown_in(
     server = start("app", tmp_path, args, env)
     try:
         server.wait_healthy()
-        browser = webdriver.Chrome(options=options, service=Service(driver))
+        browser = headless_chromium()
         try:
-            browser.set_page_load_timeout(30)
             browser.get(f"{server.url}/?user=page-user")
             page_request = browser.find_element(By.ID, "rec-list").get_attribute("data-request-id")
             card = browser.find_element(By.CSS_SELECTOR, "#rec-list li.item")
