@@ -129,3 +129,96 @@ def unload(version: int) -> None:
     lifecycle = _lifecycle()
     lifecycle.unload(version)
     typer.echo(json.dumps({"served": sorted(lifecycle.served())}))
+
+
+def _progress_bar():
+    """A rich bar per stage; a stage whose total is not known (0) shows a count."""
+    from rich.progress import Progress
+
+    bar = Progress(transient=True)
+    tasks: dict[str, int] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=None)
+        bar.update(tasks[stage], completed=done, total=total or None)
+
+    return bar, progress
+
+
+def _STEP_ERRORS() -> tuple[type[Exception], ...]:
+    """What a step of a rollout or a retire raises when a service refuses or is away."""
+    from nrtrec.inference.client import InferenceError
+    from nrtrec.query_node.client import QueryApiError
+    from nrtrec.rollout import RolloutError
+    from nrtrec.user_store import StoreError
+
+    return (RolloutError, QueryApiError, InferenceError, StoreError)
+
+
+@models_app.command("rollout")
+def rollout(version: int) -> None:
+    """Roll ``version`` out: its index built on every shard from the whole catalogue while the
+    served version keeps serving, every known user given a ``version`` vector, then served.
+    Resumable: a rerun after a kill continues after the last step done."""
+    from nrtrec.cli.errors import fail
+    from nrtrec.rollout import roll_out
+
+    settings = _settings()
+    bar, progress = _progress_bar()
+    lifecycle = _lifecycle()
+    try:
+        with bar:
+            report = roll_out(settings, version, lifecycle, bar.console.print, progress)
+    except _STEP_ERRORS() as e:
+        fail(f"rollout v{version}: {e} (rerun to resume)")
+    finally:
+        lifecycle.close()
+    typer.echo(
+        json.dumps(
+            {
+                "model_version": report.model_version,
+                "resumed_after": report.resumed_after,
+                "items": {"indexed": report.items_indexed, "catalogue": report.catalogue_items},
+                "users": {
+                    "known": report.users,
+                    "with_version": report.users_with_version,
+                    "without_item_vectors": report.users_without_vectors,
+                },
+                "complete": report.complete,
+            },
+            indent=2,
+        )
+    )
+    if not report.complete:
+        raise typer.Exit(1)
+
+
+@models_app.command("retire")
+def retire(version: int) -> None:
+    """Retire ``version``: unloaded from Triton, its index dropped, its user vectors removed
+    where a newer one exists. Refused while it is the only serving version. Resumable."""
+    from nrtrec.cli.errors import fail
+    from nrtrec.rollout import retire as retire_version
+
+    settings = _settings()
+    bar, progress = _progress_bar()
+    lifecycle = _lifecycle()
+    try:
+        with bar:
+            report = retire_version(settings, version, lifecycle, bar.console.print, progress)
+    except _STEP_ERRORS() as e:
+        fail(f"retire v{version}: {e} (rerun to resume)")
+    finally:
+        lifecycle.close()
+    users = report.users
+    typer.echo(
+        json.dumps(
+            {
+                "model_version": report.model_version,
+                "serving": report.still_serving,
+                "users": {"known": users.users, "removed": users.removed, "kept": users.kept},
+            },
+            indent=2,
+        )
+    )

@@ -291,6 +291,9 @@ class StreamingSettings(BaseModel):
     )
     replay_rate: float = Field(default=200.0, gt=0, description="demo clicks per second")
     item_cache_ttl_s: float = Field(default=30.0, ge=0, description="item vectors kept this long")
+    # The user job's list of serving versions (streaming.serving_versions): a promoted
+    # version is written to within about this long.
+    versions_ttl_s: float = Field(default=2.0, gt=0)
     # The bulk backfill (`nrtrec bulk`): None means <run_dir>/bulk.
     bulk_dir: Path | None = None
     bulk_load_timeout_s: float = Field(

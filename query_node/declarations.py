@@ -8,7 +8,8 @@ asking anybody. The topic is compacted (the newest declaration of each ``name:ve
 forever) and has one partition (one order for everybody).
 
 A ``PUT /v1/indexes/{name}`` on a node that follows the topic creates the index and declares it
-(produced with ``acks=all`` before the answer); a ``DELETE`` declares it ``dropped``, which every
+(produced with ``acks=all`` before the answer), ``building`` when it was asked not to serve yet
+and ``live`` once ``POST .../promote`` serves it; a ``DELETE`` declares it ``dropped``, which every
 node applies and remembers, so the deltas still on ``item-deltas`` for a dropped version are
 skipped, not dead-lettered. The gateway's ``PUT`` reaches every replica, and each declares the
 same record: compaction keeps one.
@@ -116,6 +117,10 @@ class Declarations:
             log.error("%s: not an index declaration, skipped: %s", self.topic, e)
             return
         key = (declared.name, declared.model_version)
+        previous = self.known.get(key)
+        if previous is not None and previous.ts > declared.ts:
+            # This node declared something newer already (its own promote, read back later).
+            return
         self.known[key] = declared
         if declared.state == "dropped":
             if key in self.node.registry:
@@ -123,6 +128,12 @@ class Declarations:
                 changes.dropped.append(key)
             return
         if key in self.node.registry:
+            # Its state may have changed: a rollout promoted it, or this node restored it
+            # from a snapshot before learning that it is still building.
+            if declared.state == "building":
+                self.node.hold_back(*key)
+            else:
+                self.node.promote(*key)
             return
         try:
             self.node.create_index(
@@ -135,6 +146,7 @@ class Declarations:
                 max_elements=declared.max_elements,
                 backend=declared.backend,
                 quantization=declared.quantization,
+                serving=declared.state == "live",
             )
         except (IndexExists, AnnError) as e:
             log.error("%s: cannot build %s v%d: %s", self.topic, *key, e)
@@ -144,10 +156,12 @@ class Declarations:
 
     # ---- writing ------------------------------------------------------------------------------
 
-    def declare(self, spec: IndexSpec) -> None:
+    def declare(self, spec: IndexSpec, *, serving: bool = True) -> None:
+        """Declare the index ``live`` (served), or ``building`` (held, not served yet)."""
         self._send(
             IndexDeclaration(
                 name=spec.name,
+                state="live" if serving else "building",
                 model_version=spec.model_version,
                 dim=spec.dim,
                 metric=spec.metric.value,

@@ -45,6 +45,10 @@ class QueryNode:
         # Per index, the offsets it is known to reflect already (its restored snapshot's): a
         # replay that starts earlier, for another index's sake, skips what this one holds.
         self._floors: dict[IndexKey, dict[str, int]] = {}
+        # Versions held but not served yet (``CreateIndexRequest.serving``): listed as such
+        # until promoted. Kept beside the indexes, not in them: a snapshot swapped in during a
+        # rollout replaces the index object, not its state.
+        self.building: set[IndexKey] = set()
 
     # ---- indexes --------------------------------------------------------------------------
 
@@ -60,10 +64,12 @@ class QueryNode:
         max_elements: int | None = None,
         backend: Backend | str | None = None,
         quantization: Quantization | str | None = None,
+        serving: bool = True,
     ) -> tuple[VectorIndex, bool]:
         """The index, and whether it is new. Creating one that exists with the same spec is a
-        no-op (PUT is idempotent); with another dim, metric, backend, quantization or HNSW
-        parameter, ``IndexExists``.
+        no-op (PUT is idempotent), whatever ``serving`` says; with another dim, metric, backend,
+        quantization or HNSW parameter, ``IndexExists``. A new index with ``serving=False`` is
+        building until :meth:`promote`.
         """
         defaults = self.settings.query_node
         if quantization is None and metric == Metric.HAMMING:
@@ -81,7 +87,7 @@ class QueryNode:
             quantization=quantization or defaults.quantization,
         )
         try:
-            return self.registry.create(spec), True
+            index = self.registry.create(spec)
         except IndexExists:
             existing = self.registry.get(name, model_version).spec
             asked = {
@@ -100,6 +106,22 @@ class QueryNode:
             if differs:
                 raise IndexExists(name, model_version, ", ".join(differs)) from None
             return self.registry.get(name, model_version), False
+        if not serving:
+            self.building.add(spec.key)
+        return index, True
+
+    def serving(self, name: str, model_version: int) -> bool:
+        return (name, model_version) not in self.building
+
+    def promote(self, name: str, model_version: int) -> VectorIndex:
+        """Serve a building version (a no-op for a served one); ``IndexNotFound`` if absent."""
+        index = self.registry.get(name, model_version)
+        self.building.discard(index.spec.key)
+        return index
+
+    def hold_back(self, name: str, model_version: int) -> None:
+        """Mark a version building (a node learning so from ``index-declarations``)."""
+        self.building.add((name, model_version))
 
     def drop_index(self, name: str, model_version: int | None = None) -> list[IndexKey]:
         """Remove one version (or all of ``name``) and its snapshots, so a restart does not
@@ -108,6 +130,7 @@ class QueryNode:
         self.snapshots.remove(name, model_version)
         keys = [index.spec.key for index in removed]
         for key in keys:
+            self.building.discard(key)
             self._saved.pop(key, None)
             self._floors.pop(key, None)
         return keys

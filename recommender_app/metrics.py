@@ -10,6 +10,10 @@ if TYPE_CHECKING:
     from nrtrec.query_node.client import Attempt
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+# A user vector's age at serving time: from seconds (a click just made) to a month.
+AGE_BUCKETS = (1, 5, 30, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400)
+# Cosine similarity of the best hit.
+SCORE_BUCKETS = tuple(round(-0.2 + 0.1 * i, 1) for i in range(13))
 
 
 class Metrics:
@@ -31,8 +35,23 @@ class Metrics:
         )
         self.answers = Counter(
             "nrtrec_app_answers",
-            "Answers by endpoint and by the path they took (personalized, older-version, popular)",
-            ["endpoint", "source"],
+            "Answers by endpoint, by the path they took (personalized, older-version, popular) "
+            "and by the model version that served them (none for popular items)",
+            ["endpoint", "source", "model_version"],
+            registry=self.registry,
+        )
+        self.user_vector_age = Histogram(
+            "nrtrec_app_user_vector_age_seconds",
+            "Age of the user vector a recommendation was searched with (since its newest click)",
+            ["model_version"],
+            buckets=AGE_BUCKETS,
+            registry=self.registry,
+        )
+        self.top_score = Histogram(
+            "nrtrec_app_top_score",
+            "Score of the best hit of a personalized answer, by model version (a drift signal)",
+            ["endpoint", "model_version"],
+            buckets=SCORE_BUCKETS,
             registry=self.registry,
         )
         self.degraded = Counter(

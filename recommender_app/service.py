@@ -17,6 +17,7 @@ says what happened (``degraded`` in the response).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +55,8 @@ class Answer:
     arm: str = DEFAULT_ARM
     # Set by the route for a list it logs as an impression.
     request_id: str | None = None
+    # Seconds since the newest click behind the user vector searched with (personalized only).
+    vector_age_s: float | None = None
 
 
 def _arm_missed(arm: Arm, record: UserVectors, listing: Listing | None) -> str:
@@ -165,7 +168,8 @@ class Recommender:
                 continue
             kept = [_item(h) for h in hits if h.id not in viewed][:k]
             source = Source.PERSONALIZED if version == newest else Source.OLDER_VERSION
-            return Answer(kept, version, source, reasons, arm.name)
+            age = max(0.0, time.time() - user_vector.source_ts / 1000)
+            return Answer(kept, version, source, reasons, arm.name, vector_age_s=age)
         return None
 
     # ---- GET /v1/items/{item_id}/similar ---------------------------------------------------

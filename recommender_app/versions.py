@@ -1,7 +1,9 @@
 """Which model versions of the catalogue index are live, from the gateway's listing.
 
-A version is live when the gateway lists ``(index_name, version)`` with at least one item: a
-version whose index was just created and is still empty would answer nothing. The listing is
+A version is live when the gateway lists ``(index_name, version)`` as serving, with at least
+one item: a version whose index was just created and is still empty would answer nothing, and
+one still building (a rollout filling it, ``CreateIndexRequest.serving``) would answer from a
+part of the catalogue. The listing is
 cached ``versions_ttl_s``; one refresh at a time, the others use the value they find. When a
 refresh fails the last listing is kept (and said to be stale), so a gateway blip does not turn
 every answer into popular items.
@@ -80,7 +82,7 @@ class LiveVersions:
             live = {
                 e.model_version: LiveIndex(e.model_version, e.dim, e.metric.value, e.count)
                 for e in entries
-                if e.name == self._index and e.count > 0
+                if e.name == self._index and e.serving and e.count > 0
             }
             self._listing = Listing(live, time.monotonic())
             return self._listing

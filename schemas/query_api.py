@@ -69,6 +69,17 @@ class CreateIndexRequest(Record):
     M: Count | None = Field(default=None, ge=2, le=256)
     ef_construction: Count | None = Field(default=None, ge=1, le=10_000)
     max_elements: Count | None = Field(default=None, ge=1, le=100_000_000)
+    # False: the index is created *building*: it takes writes and answers look-ups and
+    # searches, but is listed ``serving: false`` until ``POST /v1/indexes/{name}/promote``, so
+    # that nothing reads a half-filled version as if it were whole (a rollout fills it first).
+    # An index that exists already keeps its state.
+    serving: bool = True
+
+
+class PromoteRequest(Record):
+    """``POST /v1/indexes/{name}/promote``: a building version is complete; serve it."""
+
+    model_version: VersionParam
 
 
 class IndexMemory(BaseModel):
@@ -89,6 +100,9 @@ class IndexInfo(BaseModel):
     dim: int
     metric: Metric
     count: int
+    # False while the version is building (see ``CreateIndexRequest.serving``); through the
+    # gateway, True only when every shard serves it.
+    serving: bool = True
     backend: Backend = Backend.HNSW
     quantization: Quantization = Quantization.NONE
     memory: IndexMemory | None = None

@@ -57,13 +57,14 @@ def delta_key(item_id: str, model_version: int) -> str:
 
 class IndexDeclaration(Record):
     """Topic ``index-declarations``, key ``"<name>:<model_version>"``: an index every query node
-    serves (``live``), or no longer does (``dropped``: its deltas are skipped). The topic is
+    serves (``live``), holds without serving it yet (``building``: a rollout is filling it), or
+    no longer has (``dropped``: its deltas are skipped). The topic is
     compacted and every node reads it from the beginning, so a node started from nothing knows
     which indexes to build before it replays ``item-deltas``."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
     model_version: ModelVersion
-    state: Literal["live", "dropped"] = "live"
+    state: Literal["live", "building", "dropped"] = "live"
     dim: int = Field(ge=1, le=4096)
     metric: Literal["l2", "ip", "cosine", "hamming"]
     M: int = Field(ge=2, le=256)

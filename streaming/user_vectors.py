@@ -11,6 +11,7 @@ from nrtrec.inference.client import Encoder
 from nrtrec.schemas import UserVector
 from nrtrec.streaming.history import History
 from nrtrec.streaming.item_lookup import ItemVectorLookup
+from nrtrec.streaming.serving_versions import ServingVersions
 from nrtrec.user_store import UserVectorStore
 
 
@@ -23,17 +24,34 @@ class BatchReport:
 
 
 class UserVectorWriter:
-    def __init__(self, encoder: Encoder, store: UserVectorStore, items: ItemVectorLookup):
+    def __init__(
+        self,
+        encoder: Encoder,
+        store: UserVectorStore,
+        items: ItemVectorLookup,
+        versions: ServingVersions | None = None,
+    ):
         self.encoder = encoder
         self.store = store
         self.items = items
+        self.versions = versions
 
-    def write(self, histories: Mapping[str, History], version: int | None = None) -> BatchReport:
-        """Encode every user's history with the newest served version and store the vectors.
+    def write(self, histories: Mapping[str, History]) -> list[BatchReport]:
+        """Encode every user's history with each serving version (``ServingVersions``; without
+        one, the newest served encoder) and store the vectors, one report per version."""
+        versions = self.versions.current() if self.versions else [self.encoder.resolve(None)]
+        return [self.write_version(histories, v) for v in versions]
+
+    def write_version(
+        self, histories: Mapping[str, History], version: int, *, replace_recent: bool = True
+    ) -> BatchReport:
+        """Encode every user's history with ``version`` and store the vectors.
 
         A user whose recent items all lack vectors (listings not embedded yet) is skipped; the
         next click after they are embedded writes the vector. Encoder and store failures
         propagate: the job then restarts from its checkpoint and redoes the batch.
+        ``replace_recent=False`` leaves the stored recent items as they are (a rollout writing
+        vectors from them, while the job may be writing newer ones).
         """
         if not histories:
             return BatchReport(0, 0, 0, None)
@@ -59,7 +77,8 @@ class UserVectorWriter:
                     source_ts=history.newest_ts,
                     updated_ts=now,
                 )
-                if self.store.put(record, recent_items=history.item_ids):
+                recent = history.item_ids if replace_recent else None
+                if self.store.put(record, recent_items=recent):
                     written += 1
                 else:
                     stale += 1

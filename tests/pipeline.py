@@ -2,7 +2,9 @@
 and Redis from the session stack; topics, a store key prefix and a consumer group of the
 module's own; two query-node shards and a gateway following those topics; the trained encoders
 loaded; both PyFlink jobs submitted. With ``app``, the recommender app too, started the way
-``nrtrec up`` starts it (``AppService``: its own fan-out over the local shards)."""
+``nrtrec up`` starts it (``AppService``: its own fan-out over the local shards). With
+``own_triton``, a Triton of the module's own (``settings.triton``: its ports and repository)
+instead of the session's, for a test that loads and unloads versions."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from nrtrec.deploy.services.app import AppService
 from nrtrec.deploy.services.base import Service
 from nrtrec.deploy.services.flink import FlinkService
 from nrtrec.deploy.services.query_nodes import GatewayService, QueryNodeService
+from nrtrec.deploy.services.triton import TritonService
 from nrtrec.streaming.submit import ITEM_DELTAS, USER_VECTORS, running_jobs
 from tests.conftest import free_port, free_port_pair
 from tests.stack import Stack
@@ -42,11 +45,18 @@ class Pipeline:
 
 @contextmanager
 def running_pipeline(
-    stack: Stack, test_settings: Settings, run_dir: Path, app: bool = False
+    stack: Stack,
+    test_settings: Settings,
+    run_dir: Path,
+    app: bool = False,
+    *,
+    own_triton: bool = False,
+    versions: tuple[int, ...] = (1, 2),
 ) -> Iterator[Pipeline]:
     bootstrap = stack.kafka()
     stack.redis()
-    stack.triton()
+    if not own_triton:
+        stack.triton()
     flink = stack.flink()
     tag = uuid.uuid4().hex[:8]
     topics = {name: f"{name}-{tag}" for name in TOPICS}
@@ -79,16 +89,17 @@ def running_pipeline(
             ),
         }
     )
-    services: list[Service] = [QueryNodeService(settings, 0), QueryNodeService(settings, 1)]
+    services: list[Service] = [TritonService(settings)] if own_triton else []
+    services += [QueryNodeService(settings, 0), QueryNodeService(settings, 1)]
     services.append(GatewayService(settings))
     if app:
         services.append(AppService(settings))
     runner = LocalRunner(settings, services)
     runner.up()
     try:
-        versions = ensure_models(settings)
-        assert versions == [1, 2]
-        ensure_indexes(settings, versions)
+        served = ensure_models(settings)
+        assert served == list(versions)
+        ensure_indexes(settings, served)
         jobs = ensure_jobs(settings, flink)
         yield Pipeline(settings, flink, jobs, topics)
     finally:

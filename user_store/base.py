@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from nrtrec.core.settings import Settings
 from nrtrec.schemas import UserVector, UserVectors
@@ -34,6 +34,18 @@ class UserVectorStore(ABC):
     @abstractmethod
     def delete(self, user_id: str) -> None:
         """Forget the user (no error when unknown)."""
+
+    @abstractmethod
+    def drop_version(self, user_id: str, model_version: int) -> bool:
+        """Remove the user's ``model_version`` vector, only when the record holds a newer
+        version; True when one was removed. The recent items and the expiry stay."""
+
+    @abstractmethod
+    def user_ids(self, batch: int = 500) -> Iterator[list[str]]:
+        """Every user of this store (its ``key_prefix``), in lists of at most ``batch``.
+
+        A user written during the iteration may or may not be listed; one whose record expired
+        may still be (callers ``get`` each and skip None)."""
 
     @abstractmethod
     def add_views(self, counts: Mapping[str, int]) -> None:

@@ -6,6 +6,7 @@ does; a backend only supplies the atomic read-merge-write around it (WATCH/MULTI
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
@@ -53,6 +54,23 @@ def merge(
     if merged.newest(vector.model_version) is None:
         return None
     return merged
+
+
+def without_version(stored: UserVectors | None, model_version: int) -> UserVectors | None:
+    """The record once its ``model_version`` vector is removed, or None when that changes
+    nothing or is not allowed: an unknown user, no such vector, or no newer version to take
+    its place (a retire never leaves a user without a vector)."""
+    if stored is None or stored.newest(model_version) is None:
+        return None
+    if not any(v.model_version > model_version for v in stored.versions):
+        return None
+    kept = [v for v in stored.versions if v.model_version != model_version]
+    return stored.model_copy(update={"versions": kept})
+
+
+def user_shard(user_id: str, shards: int) -> int:
+    """Which of ``shards`` registry documents lists ``user_id`` (Couchbase's ``user_ids``)."""
+    return hashlib.blake2b(user_id.encode(), digest_size=2).digest()[0] % shards
 
 
 def conflict_retrying(conflicts: tuple[type[BaseException], ...], retries: int) -> Retrying:

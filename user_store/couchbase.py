@@ -9,6 +9,11 @@ Layout (``p`` is ``settings.user_store.key_prefix``):
   the server applies atomically: no read, no CAS race between writers. ``popular`` ranks it in
   Python; a counter document per item would need a N1QL index to rank. One document holds a few
   hundred thousand items before Couchbase's 20 MB document limit.
+- ``{p}users:{0..63}``: which users there are, ``{user_id: 1}`` in the document
+  ``user_shard(user_id, 64)`` names (no expiry), for ``user_ids``: CouchbaseMock has no N1QL
+  and no range scan to list keys with. A put that creates a user adds it (a sub-document
+  upsert); a delete removes it; a record that expired leaves its id, which ``user_ids`` may
+  still yield. 64 documents keep each one far under the 20 MB limit at a million users.
 
 A put reads the document with its CAS, merges in Python and writes with ``replace(cas=...)`` (or
 ``insert`` for a new user); a write that loses the race to another writer retries.
@@ -40,6 +45,7 @@ from couchbase.exceptions import (
     CouchbaseException,
     DocumentExistsException,
     DocumentNotFoundException,
+    PathNotFoundException,
     RequestCanceledException,
     ServiceUnavailableException,
     TemporaryFailException,
@@ -54,18 +60,27 @@ from couchbase.options import (
     PingOptions,
     ReplaceOptions,
 )
-from couchbase.subdocument import StoreSemantics, decrement, increment
+from couchbase.subdocument import StoreSemantics, decrement, increment, remove, upsert
 from pydantic import ValidationError
 
 from nrtrec.core.settings import CouchbaseSettings, Settings
 from nrtrec.schemas import UserVector, UserVectors
 from nrtrec.user_store.base import UserVectorStore
-from nrtrec.user_store.common import conflict_retrying, merge, popular_key, user_key
+from nrtrec.user_store.common import (
+    conflict_retrying,
+    merge,
+    popular_key,
+    user_key,
+    user_shard,
+    without_version,
+)
 from nrtrec.user_store.errors import StoreError, StoreUnavailable
 
 # Couchbase's limits: a key is at most 250 bytes; one mutate_in carries at most 16 specs.
 MAX_KEY_BYTES = 250
 MAX_SUBDOC_SPECS = 16
+# Documents listing the users (``user_ids``).
+REGISTRY_SHARDS = 64
 
 # The SDK's ways of saying "no answer in time" or "no node to send it to".
 _UNAVAILABLE = (
@@ -125,6 +140,7 @@ class CouchbaseUserVectorStore(UserVectorStore):
                     doc = merged.model_dump(mode="json")
                     if cas is None:
                         self._collection.insert(key, doc, InsertOptions(**self._expiry))
+                        self._register(vector.user_id)
                     else:
                         options = ReplaceOptions(cas=cas, **self._expiry)
                         self._collection.replace(key, doc, options)
@@ -136,8 +152,56 @@ class CouchbaseUserVectorStore(UserVectorStore):
         return stored
 
     def delete(self, user_id: str) -> None:
-        with self._errors(f"delete user {user_id!r}"), suppress(DocumentNotFoundException):
-            self._collection.remove(self._user_key(user_id))
+        with self._errors(f"delete user {user_id!r}"):
+            with suppress(DocumentNotFoundException):
+                self._collection.remove(self._user_key(user_id))
+            with suppress(DocumentNotFoundException, PathNotFoundException):
+                self._collection.mutate_in(
+                    self._registry_key(user_id), [remove(_field_path(user_id))]
+                )
+
+    def drop_version(self, user_id: str, model_version: int) -> bool:
+        key = self._user_key(user_id)
+        with self._errors(f"drop v{model_version} of user {user_id!r}"):
+            for attempt in conflict_retrying(_CONFLICTS, self._cfg.write_retries):
+                with attempt:
+                    stored, cas = self._read(key, user_id)
+                    changed = without_version(stored, model_version)
+                    if changed is None:
+                        return False
+                    options = ReplaceOptions(cas=cas, **self._expiry)
+                    self._collection.replace(key, changed.model_dump(mode="json"), options)
+        return True
+
+    def user_ids(self, batch: int = 500) -> Iterator[list[str]]:
+        ids: list[str] = []
+        for shard in range(REGISTRY_SHARDS):
+            with self._errors("list users"):
+                try:
+                    names = self._collection.get(self._registry(shard)).content_as[dict]
+                except DocumentNotFoundException:
+                    continue
+            for name in names:
+                ids.append(_field_name(name))
+                if len(ids) == batch:
+                    yield ids
+                    ids = []
+        if ids:
+            yield ids
+
+    def _registry(self, shard: int) -> str:
+        return f"{self._cfg.key_prefix}users:{shard}"
+
+    def _registry_key(self, user_id: str) -> str:
+        return self._registry(user_shard(user_id, REGISTRY_SHARDS))
+
+    def _register(self, user_id: str) -> None:
+        # UPSERT creates the document with the first user; a lost creation race retries.
+        options = MutateInOptions(store_semantics=StoreSemantics.UPSERT)
+        spec = [upsert(_field_path(user_id), 1)]
+        for attempt in conflict_retrying(_CONFLICTS, self._cfg.write_retries):
+            with attempt:
+                self._collection.mutate_in(self._registry_key(user_id), spec, options)
 
     def add_views(self, counts: Mapping[str, int]) -> None:
         specs = [

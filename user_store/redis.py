@@ -5,6 +5,8 @@ Layout (``p`` is ``settings.user_store.key_prefix``):
 - ``{p}user:{user_id}``: the ``UserVectors`` JSON, with expiry ``ttl_s`` set on every write;
 - ``{p}popular``: a sorted set, member item id, score its view count (no expiry).
 
+``user_ids`` is a ``SCAN`` over ``{p}user:*``: no list of users to keep in step.
+
 A put is an optimistic transaction (WATCH the key, read, merge in Python, MULTI/SET/EXEC) rather
 than a Lua script: the merge rule stays the one Python function both backends share, and Lua's
 cjson would round the vectors' floats to 14 digits. A put that loses the race retries.
@@ -15,6 +17,7 @@ Redis raises :class:`StoreUnavailable`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -29,7 +32,13 @@ from redis.retry import Retry
 from nrtrec.core.settings import Settings
 from nrtrec.schemas import UserVector, UserVectors
 from nrtrec.user_store.base import UserVectorStore
-from nrtrec.user_store.common import conflict_retrying, merge, popular_key, user_key
+from nrtrec.user_store.common import (
+    conflict_retrying,
+    merge,
+    popular_key,
+    user_key,
+    without_version,
+)
 from nrtrec.user_store.errors import StoreError, StoreUnavailable
 
 
@@ -71,6 +80,33 @@ class RedisUserVectorStore(UserVectorStore):
         with self._errors(f"get user {user_id!r}"):
             raw = self._client.get(user_key(self._cfg.key_prefix, user_id))
         return self._decode(raw, user_id)
+
+    def drop_version(self, user_id: str, model_version: int) -> bool:
+        key = user_key(self._cfg.key_prefix, user_id)
+        with self._errors(f"drop v{model_version} of user {user_id!r}"):
+            for attempt in conflict_retrying((WatchError,), self._cfg.write_retries):
+                with attempt, self._client.pipeline() as pipe:
+                    pipe.watch(key)
+                    changed = without_version(self._decode(pipe.get(key), user_id), model_version)
+                    if changed is None:
+                        return False
+                    pipe.multi()
+                    pipe.set(key, changed.model_dump_json(), ex=self._cfg.ttl_s)
+                    pipe.execute()
+        return True
+
+    def user_ids(self, batch: int = 500) -> Iterator[list[str]]:
+        prefix = user_key(self._cfg.key_prefix, "")
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
+        ids: list[str] = []
+        with self._errors("list users"):
+            for key in self._client.scan_iter(match=pattern, count=batch):
+                ids.append(key.decode()[len(prefix) :])
+                if len(ids) == batch:
+                    yield ids
+                    ids = []
+        if ids:
+            yield ids
 
     def delete(self, user_id: str) -> None:
         with self._errors(f"delete user {user_id!r}"):

@@ -34,7 +34,8 @@ from nrtrec.inference.repository import ITEM_ENCODER, USER_ENCODER
 from nrtrec.inference.text import Tokens
 
 _TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED")
-_VERSIONS_TTL_S = 1.0
+# How long the served-version list is cached (public: a rollout waits it out after a load).
+VERSIONS_TTL_S = 1.0
 
 
 class TritonEncoder(Encoder):
@@ -57,7 +58,7 @@ class TritonEncoder(Encoder):
     def versions(self) -> list[int]:
         """Versions whose item and user encoders are both READY on the server."""
         with self._lock:
-            if self._versions and time.monotonic() - self._versions[0] < _VERSIONS_TTL_S:
+            if self._versions and time.monotonic() - self._versions[0] < VERSIONS_TTL_S:
                 return self._versions[1]
         try:
             versions = sorted(ready_versions(self.client))

@@ -37,6 +37,7 @@ from nrtrec.schemas.query_api import (
     ItemsResponse,
     LoadRequest,
     LoadResult,
+    PromoteRequest,
     SearchRequest,
     SearchResponse,
     SnapshotResult,
@@ -155,6 +156,14 @@ class QueryClient:
         body = request.model_dump(exclude_none=True)
         status, raw = await self._call("PUT", f"/v1/indexes/{name}", body, timeout_s)
         return _parse(IndexInfo, raw), status == 201
+
+    async def promote(
+        self, name: str, model_version: int, *, timeout_s: float | None = None
+    ) -> IndexInfo:
+        """Serve a building version (``CreateIndexRequest.serving``); a served one stays so."""
+        body = PromoteRequest(model_version=model_version).model_dump()
+        _, raw = await self._call("POST", f"/v1/indexes/{name}/promote", body, timeout_s)
+        return _parse(IndexInfo, raw)
 
     async def drop_index(
         self, name: str, model_version: int | None = None, *, timeout_s: float | None = None
@@ -328,6 +337,9 @@ class BlockingQueryClient:
         self, name: str, request: CreateIndexRequest, **options: Any
     ) -> tuple[IndexInfo, bool]:
         return self._run(self._client.create_index(name, request, **options))
+
+    def promote(self, name: str, model_version: int, **options: Any) -> IndexInfo:
+        return self._run(self._client.promote(name, model_version, **options))
 
     def drop_index(self, name: str, *args: Any, **options: Any) -> DropResult:
         return self._run(self._client.drop_index(name, *args, **options))

@@ -43,7 +43,7 @@ def merge_hits(
 
 def merge_listings(listings: Iterable[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
     """``GET /v1/indexes`` over shards (one replica each): counts summed per name and version,
-    memory per vector averaged over the shards' vectors.
+    memory per vector averaged over the shards' vectors, serving when every shard serves it.
 
     dim, metric, backend and quantization come from the first shard that lists the version
     (they are equal on every shard when the index was created through the gateway). Sorted by
@@ -58,6 +58,7 @@ def merge_listings(listings: Iterable[Sequence[Mapping[str, Any]]]) -> list[dict
                 memories.setdefault(key, []).append((int(entry["count"]), entry["memory"]))
             if key in merged:
                 merged[key]["count"] += int(entry["count"])
+                merged[key]["serving"] &= bool(entry.get("serving", True))
             else:
                 merged[key] = {
                     "name": entry["name"],
@@ -65,6 +66,7 @@ def merge_listings(listings: Iterable[Sequence[Mapping[str, Any]]]) -> list[dict
                     "dim": int(entry["dim"]),
                     "metric": entry["metric"],
                     "count": int(entry["count"]),
+                    "serving": bool(entry.get("serving", True)),
                     **{f: entry[f] for f in ("backend", "quantization") if f in entry},
                 }
     for key, parts in memories.items():

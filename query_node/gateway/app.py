@@ -32,6 +32,7 @@ from nrtrec.schemas.query_api import (
     IndexInfo,
     ItemsRequest,
     ItemsResponse,
+    PromoteRequest,
     SearchRequest,
     SearchResponse,
     SnapshotResult,
@@ -96,6 +97,12 @@ async def create_index(
     if not created:
         response.status_code = status.HTTP_200_OK
     return IndexInfo(**info)
+
+
+@indexes.post("/{name}/promote", dependencies=TOKEN_REQUIRED)
+async def promote(name: IndexNameParam, body: PromoteRequest, gateway: GatewayDep) -> IndexInfo:
+    """Serve a building version everywhere (see ``CreateIndexRequest.serving``)."""
+    return IndexInfo(**await gateway.promote(name, body))
 
 
 @indexes.delete("/{name}", dependencies=TOKEN_REQUIRED)

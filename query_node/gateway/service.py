@@ -26,7 +26,12 @@ from nrtrec.query_node.fanout import (
     ShardsFailed,
 )
 from nrtrec.query_node.gateway.metrics import GatewayMetrics
-from nrtrec.schemas.query_api import CreateIndexRequest, DeleteRequest, UpsertRequest
+from nrtrec.schemas.query_api import (
+    CreateIndexRequest,
+    DeleteRequest,
+    PromoteRequest,
+    UpsertRequest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +98,14 @@ class Gateway(FanOut):
         self._metric_of[(name, body.model_version)] = body.metric
         created = any(r.status_code == 201 for shard in answers for r in shard)
         infos = [from_json(shard[0].content) for shard in answers]
-        return {**infos[0], "count": sum(i["count"] for i in infos)}, created
+        return _merged_info(infos), created
+
+    async def promote(self, name: str, body: PromoteRequest) -> Json:
+        """Serve a building version on every replica of every shard; each declares it live."""
+        answers = await self._everywhere(
+            "POST", f"/v1/indexes/{name}/promote", to_json(body.model_dump())
+        )
+        return _merged_info([from_json(shard[0].content) for shard in answers])
 
     async def drop_index(self, name: str, model_version: int | None) -> Json:
         params = None if model_version is None else {"model_version": str(model_version)}
@@ -192,3 +204,13 @@ class Gateway(FanOut):
             "applied": sum(r["applied"] for r in results),
             "count": count,
         }
+
+
+def _merged_info(infos: list[Json]) -> Json:
+    """One replica's ``IndexInfo`` per shard as the gateway's: counts summed, serving only when
+    every shard serves it."""
+    return {
+        **infos[0],
+        "count": sum(i["count"] for i in infos),
+        "serving": all(i.get("serving", True) for i in infos),
+    }

@@ -35,6 +35,7 @@ from nrtrec.schemas.query_api import (
     IndexMemory,
     ItemsRequest,
     ItemsResponse,
+    PromoteRequest,
     SearchRequest,
     SearchResponse,
     SnapshotInfo,
@@ -50,13 +51,14 @@ M = TypeVar("M", bound=BaseModel)
 VersionQuery = Annotated[int | None, Query(ge=1, description="absent: every version")]
 
 
-def info(index: VectorIndex) -> IndexInfo:
+def info(index: VectorIndex, node: QueryNode) -> IndexInfo:
     return IndexInfo(
         name=index.name,
         model_version=index.model_version,
         dim=index.dim,
         metric=index.metric,
         count=index.count,
+        serving=node.serving(index.name, index.model_version),
         backend=index.spec.backend,
         quantization=index.spec.quantization,
         memory=index_memory(index),
@@ -81,7 +83,7 @@ def _check_batch(node: QueryNode, n: int) -> None:
 
 @router.get("")
 def list_indexes(node: Node) -> list[IndexInfo]:
-    return [info(index) for index in node.indexes()]
+    return [info(index, node) for index in node.indexes()]
 
 
 @router.put(
@@ -109,12 +111,28 @@ def create_index(
         max_elements=body.max_elements,
         backend=body.backend,
         quantization=body.quantization,
+        serving=body.serving,
     )
     if declarations is not None:
-        declarations.declare(index.spec)
+        # What this node holds now: an index that existed keeps its state.
+        declarations.declare(index.spec, serving=node.serving(name, body.model_version))
     if not created:
         response.status_code = status.HTTP_200_OK
-    return info(index)
+    return info(index, node)
+
+
+@router.post("/{name}/promote", dependencies=TOKEN_REQUIRED)
+def promote_index(
+    name: IndexNameParam,
+    body: PromoteRequest,
+    node: Node,
+    declarations: NodeDeclarations,
+) -> IndexInfo:
+    """Serve a building version (a no-op for one already served), and declare it ``live``."""
+    index = node.promote(name, body.model_version)
+    if declarations is not None:
+        declarations.declare(index.spec)
+    return info(index, node)
 
 
 @router.delete("/{name}", dependencies=TOKEN_REQUIRED)

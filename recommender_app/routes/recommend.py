@@ -53,7 +53,13 @@ def _query(request: Request, services: Services) -> tuple[int, Filter]:
 
 def _respond(endpoint: str, answer: Answer, services: Services, t: Timings) -> Response:
     metrics = services.metrics
-    metrics.answers.labels(endpoint, answer.source.value).inc()
+    version = "none" if answer.model_version is None else str(answer.model_version)
+    metrics.answers.labels(endpoint, answer.source.value, version).inc()
+    if answer.model_version is not None:
+        if answer.items:
+            metrics.top_score.labels(endpoint, version).observe(answer.items[0]["score"])
+        if answer.vector_age_s is not None:
+            metrics.user_vector_age.labels(version).observe(answer.vector_age_s)
     for reason in answer.reasons:
         metrics.degraded.labels(endpoint, reason.split(":", 1)[0]).inc()
     for stage, seconds in t.spent.items():

@@ -41,6 +41,7 @@ class UpdateUserVectors(KeyedProcessFunction):
         from nrtrec.query_node.client import BlockingQueryClient
         from nrtrec.streaming.batching import KeyedBatcher
         from nrtrec.streaming.item_lookup import ItemVectorLookup
+        from nrtrec.streaming.serving_versions import ServingVersions
         from nrtrec.streaming.user_vectors import UserVectorWriter
         from nrtrec.user_store import open_store
 
@@ -63,7 +64,15 @@ class UpdateUserVectors(KeyedProcessFunction):
         self.items = ItemVectorLookup(
             client, s.query_node.index_name, ttl_s=s.streaming.item_cache_ttl_s
         )
-        self.writer = UserVectorWriter(open_encoder(s), open_store(s), self.items)
+        encoder = open_encoder(s)
+        versions = ServingVersions(
+            encoder,
+            BlockingQueryClient.of(s, timeout_s=8.0, retries=3),
+            s.query_node.index_name,
+            ttl_s=s.streaming.versions_ttl_s,
+            pinned=s.inference.model_version,
+        )
+        self.writer = UserVectorWriter(encoder, open_store(s), self.items, versions)
 
     def process_element(self, value, ctx: KeyedProcessFunction.Context):
         from nrtrec.streaming.batching import timer_at
@@ -107,14 +116,15 @@ class UpdateUserVectors(KeyedProcessFunction):
         return iter(())
 
     def _flush(self, batch) -> None:
-        report = self.writer.write(batch)
+        reports = self.writer.write(batch)
         views, self.views = self.views, Counter()
         self.writer.count_views(views)
-        log.debug("user vectors: %s", report)
+        log.debug("user vectors: %s", reports)
 
     def close(self) -> None:
         self.writer.store.close()
         self.writer.encoder.close()
+        self.writer.versions.client.close()
         self.items.close()
 
 

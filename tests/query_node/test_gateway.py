@@ -82,10 +82,35 @@ def test_merge_listings_sums_counts_per_name_and_version():
         {"name": "items", "model_version": 1, "dim": 4, "metric": "l2", "count": 3},
         {"name": "items", "model_version": 2, "dim": 8, "metric": "ip", "count": 1},
     ]
-    shard1 = [{"name": "items", "model_version": 1, "dim": 4, "metric": "l2", "count": 4}]
+    shard1 = [
+        {"name": "items", "model_version": 1, "dim": 4, "metric": "l2", "count": 4},
+        {
+            "name": "items",
+            "model_version": 2,
+            "dim": 8,
+            "metric": "ip",
+            "count": 2,
+            "serving": False,
+        },
+    ]
     assert merge_listings([shard0, shard1]) == [
-        {"name": "items", "model_version": 1, "dim": 4, "metric": "l2", "count": 7},
-        {"name": "items", "model_version": 2, "dim": 8, "metric": "ip", "count": 1},
+        {
+            "name": "items",
+            "model_version": 1,
+            "dim": 4,
+            "metric": "l2",
+            "count": 7,
+            "serving": True,
+        },
+        # Building on one shard: not served through the gateway.
+        {
+            "name": "items",
+            "model_version": 2,
+            "dim": 8,
+            "metric": "ip",
+            "count": 3,
+            "serving": False,
+        },
     ]
 
 
@@ -222,6 +247,7 @@ def test_healthz_and_listing_merge_shards(nodes, gateway, catalogue):
     assert listed == {
         "name": "items",
         "model_version": 1,
+        "serving": True,
         "dim": DIM,
         "metric": "l2",
         "count": N_ITEMS,
@@ -367,6 +393,31 @@ def test_without_a_version_the_newest_on_every_shard_answers(nodes, gateway):
         {"name": "vers", "model_version": 1},
         {"name": "vers", "model_version": 2},
     ]
+
+
+def test_a_building_version_is_served_once_promoted_on_every_shard(nodes, gateway):
+    building = {"dim": 2, "metric": "cosine", "model_version": 3, "serving": False}
+    r = gateway.put("/v1/indexes/roll", json=building, headers=AUTH)
+    assert r.status_code == 201 and r.json()["serving"] is False
+    items = [{"id": f"r{i}", "vector": [1.0, float(i)]} for i in range(10)]
+    gateway.post("/v1/indexes/roll/upsert", json={"items": items, "model_version": 3}, headers=AUTH)
+
+    def listed() -> dict:
+        return next(i for i in gateway.get("/v1/indexes").json() if i["name"] == "roll")
+
+    assert listed()["serving"] is False and listed()["count"] == 10
+    # Promoted on one shard's nodes only (a promote that died half-way): still not served.
+    for node in nodes[0]:
+        r = httpx.post(
+            f"{node.url}/v1/indexes/roll/promote", json={"model_version": 3}, headers=NODE_AUTH
+        )
+        assert r.status_code == 200 and r.json()["serving"] is True
+    assert listed()["serving"] is False
+    assert gateway.post("/v1/indexes/roll/promote", json={"model_version": 3}).status_code == 401
+    r = gateway.post("/v1/indexes/roll/promote", json={"model_version": 3}, headers=AUTH)
+    assert r.status_code == 200 and r.json() == {**listed(), "serving": True}
+    assert listed()["serving"] is True
+    gateway.delete("/v1/indexes/roll", headers=AUTH)
 
 
 def test_bad_input_is_a_4xx_with_the_reason(gateway, catalogue):

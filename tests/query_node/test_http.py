@@ -71,6 +71,7 @@ def test_create_list_and_recreate(items):
         "dim": 3,
         "metric": "cosine",
         "count": 3,
+        "serving": True,
         "backend": "hnsw",
         "quantization": "none",
         "memory": {

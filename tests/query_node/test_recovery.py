@@ -158,3 +158,45 @@ def test_snapshots_are_taken_after_so_many_deltas(
         producer.flush()
         snapshots = lambda: list((tmp_path / "node" / "data").rglob("meta.json"))  # noqa: E731
         wait_until("a snapshot after 20 deltas", lambda: snapshots())
+
+
+def serving_states(client: httpx.Client) -> dict[int, bool]:
+    return {i["model_version"]: i["serving"] for i in client.get("/v1/indexes").json()}
+
+
+def test_a_building_version_is_building_on_every_replica_until_promoted(
+    tmp_path: Path, bootstrap: str, topics: Topics
+) -> None:
+    """A rollout creates its version building; every replica (one started later too) holds it
+    without serving it, takes its deltas, and serves it once it is promoted anywhere."""
+    producer = DeltaProducer(bootstrap, topics.deltas)
+    v = random_vectors(20, DIM, seed=5)
+    peer = settings_for(tmp_path, bootstrap, topics, "peer", partitions=ALL)
+    with serving(create_app(peer)) as url, httpx.Client(base_url=url, headers=AUTH) as a:
+        live = {"dim": DIM, "metric": "cosine", "model_version": 1}
+        assert a.put("/v1/indexes/items", json=live).status_code == 201
+        building = {"dim": DIM, "metric": "cosine", "model_version": 2, "serving": False}
+        assert a.put("/v1/indexes/items", json=building).status_code == 201
+        # PUT again, asking it to serve: an index that exists keeps its state.
+        again = a.put("/v1/indexes/items", json={**building, "serving": True})
+        assert again.status_code == 200 and again.json()["serving"] is False
+        for i in range(20):
+            producer.upsert(f"item-{i}", v[i], version=2)
+        producer.flush()
+        assert serving_states(a) == {1: True, 2: False}
+
+        fresh = settings_for(tmp_path, bootstrap, topics, "fresh", partitions=ALL)
+        with serving(create_app(fresh)) as url2, httpx.Client(base_url=url2, headers=AUTH) as b:
+            wait_until("the replica took v2's deltas", lambda: listing(b).get(2) == 20)
+            assert serving_states(b) == {1: True, 2: False}
+            # Building answers look-ups (the rollout's user pass reads item vectors from it).
+            assert len(stored(b, ["item-0", "item-1"], 2)) == 2
+
+            promoted = a.post("/v1/indexes/items/promote", json={"model_version": 2})
+            assert promoted.status_code == 200 and promoted.json()["serving"] is True
+            wait_until(
+                "the replica learnt of the promotion from index-declarations",
+                lambda: serving_states(b) == {1: True, 2: True},
+            )
+        missing = a.post("/v1/indexes/items/promote", json={"model_version": 9})
+        assert missing.status_code == 404, missing.text

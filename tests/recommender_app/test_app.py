@@ -249,6 +249,18 @@ def test_healthz_and_metrics(client, store, catalogue):
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["live_versions"] == [1, 2]
     text = client.get("/metrics").text
-    assert 'nrtrec_app_answers_total{endpoint="recommendations",source="personalized"}' in text
+    assert (
+        'nrtrec_app_answers_total{endpoint="recommendations",model_version="2",'
+        'source="personalized"} 1.0'
+    ) in text
+    # put_user stamps the vector now: under a second old when it served.
+    assert 'nrtrec_app_user_vector_age_seconds_bucket{le="1.0",model_version="2"} 1.0' in text
+    # The best hit is the item the user's vector copies: a cosine of 1 (give or take a float).
+    assert (
+        'nrtrec_app_top_score_bucket{endpoint="recommendations",le="0.9",model_version="2"} 0.0'
+    ) in text
+    assert (
+        'nrtrec_app_top_score_bucket{endpoint="recommendations",le="+Inf",model_version="2"} 1.0'
+    ) in text
     assert 'nrtrec_app_stage_seconds_count{endpoint="recommendations",stage="store"}' in text
     assert 'route="/v1/users/{user_id}/recommendations",status="200"' in text

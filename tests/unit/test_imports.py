@@ -4,7 +4,7 @@ functions too). The rule, as the README's "Where things live" states it:
 1. Layers. A package imports only packages of the layers below its own:
 
        cli                                   the façade: may import anything
-       deploy                                the local runner
+       deploy, rollout                       the local runner; the model lifecycle
        inference, query_node, streaming,     the services
        recommender_app
        ann, user_store                       libraries: ANN indexes, the user-vector store
@@ -37,7 +37,7 @@ LAYERS: list[set[str]] = [
     {"core"},
     {"ann", "user_store"},
     {"inference", "query_node", "streaming", "recommender_app"},
-    {"deploy"},
+    {"deploy", "rollout"},
     {"cli"},
 ]
 SERVICES = LAYERS[3]

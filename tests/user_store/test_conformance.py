@@ -266,3 +266,40 @@ def test_an_unreachable_backend_raises_store_unavailable(
     # Opening may already fail (Couchbase bootstraps eagerly); if not, the call must.
     with pytest.raises(StoreUnavailable), open_store(settings) as store:
         STORE_CALLS[call](store)
+
+
+def test_user_ids_lists_every_user_of_the_prefix_in_batches(make_store: MakeStore) -> None:
+    store = make_store()
+    other = make_store(key_prefix=f"other-{id(store)}:")
+    users = [f"u{i}" for i in range(7)] + ["é" * 256, "with:colon*and?glob[chars]"]
+    for user in users:
+        store.put(vec(user, 1))
+        store.put(vec(user, 2))  # a second write: listed once all the same
+    other.put(vec("someone-else", 1))
+    store.delete("u3")
+
+    batches = list(store.user_ids(batch=3))
+    assert all(1 <= len(b) <= 3 for b in batches)
+    listed = [u for b in batches for u in b]
+    assert sorted(listed) == sorted(set(users) - {"u3"})
+    assert [u for b in other.user_ids() for u in b] == ["someone-else"]
+
+
+def test_drop_version_removes_an_old_vector_only_when_a_newer_one_is_there(
+    store: UserVectorStore,
+) -> None:
+    store.put(vec("u1", 1, value=0.1), recent_items=["i2", "i1"])
+    store.put(vec("u1", 2, value=0.2))
+    store.put(vec("u1", 3, value=0.3))
+    assert store.drop_version("u1", 2) is True
+    record = store.get("u1")
+    assert versions(record) == [3, 1] and record is not None
+    assert record.recent_items == ["i2", "i1"]
+    assert record.newest(3) == vec("u1", 3, value=0.3)
+    assert store.drop_version("u1", 2) is False  # gone already
+    assert store.drop_version("u1", 3) is False  # the newest: nothing replaces it
+    assert store.drop_version("u1", 1) is True
+    assert store.drop_version("u1", 3) is False  # the only one
+    assert versions(store.get("u1")) == [3]
+    assert store.drop_version("nobody", 1) is False
+    assert store.get("nobody") is None

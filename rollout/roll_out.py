@@ -1,0 +1,233 @@
+"""``nrtrec models rollout N``: a new encoder version from registered to serving, in steps.
+
+1. ``index``: the version-N index on every shard, created *building* (``serving: false``):
+   it takes the item job's deltas and answers look-ups, but nothing serves from it yet.
+2. ``encoders``: N loaded on Triton next to the served versions. The item job publishes a
+   delta for every served version, so from here on every listing change reaches index N.
+3. ``bulk``: the catalogue read up to the marks and embedded with N into one snapshot per
+   shard (``streaming.bulk``), after waiting out the item job's cached version list, so that
+   every listing past the marks is one the item job encodes with N too.
+4. ``loaded``: the snapshots swapped into every query node, which replay ``item-deltas``
+   from the snapshots' offsets; done when index N holds as many items as the serving one.
+5. ``users``: every known user gets an N vector from their stored recent items
+   (``users.embed_users``), while N-1 keeps serving them.
+6. ``promoted``: index N serving everywhere. The app now answers users from their N vectors,
+   and the user job writes N vectors too (``streaming.serving_versions``).
+7. ``caught_up``: after the app's and the user job's cached listings have expired, the users
+   who clicked between the two passes get theirs redone, until a pass finds none.
+
+``journal.json`` records the steps done; a rerun after a kill resumes after the last one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from nrtrec.core.settings import Settings
+from nrtrec.inference.client import open_encoder
+from nrtrec.inference.client.triton import VERSIONS_TTL_S
+from nrtrec.inference.lifecycle import ModelLifecycle
+from nrtrec.query_node.client import BlockingQueryClient, QueryApiError
+from nrtrec.rollout.errors import RolloutError
+from nrtrec.rollout.journal import JournalFile, rollout_dir
+from nrtrec.rollout.users import Progress, UsersPass, embed_users
+from nrtrec.schemas.query_api import CreateIndexRequest, IndexInfo, Metric
+from nrtrec.streaming.bulk import BulkError, load_snapshots, read_manifest, run_bulk
+from nrtrec.streaming.item_lookup import ItemVectorLookup
+from nrtrec.streaming.user_vectors import UserVectorWriter
+from nrtrec.user_store import StoreError, UserVectorStore, open_store
+
+log = logging.getLogger(__name__)
+
+Say = Callable[[str], None]
+
+# A catch-up pass that still finds users to redo is repeated, this many times at most.
+CATCH_UP_PASSES = 5
+
+
+@dataclass(frozen=True)
+class RolloutReport:
+    model_version: int
+    resumed_after: str | None
+    catalogue_items: int  # live listings when the bulk read them
+    items_indexed: int  # index N's count at the end (through the gateway)
+    users: int
+    users_with_version: int
+    users_without_vectors: int  # none of their recent items is in the catalogue any more
+
+    @property
+    def complete(self) -> bool:
+        return self.users_with_version + self.users_without_vectors >= self.users
+
+
+class Rollout:
+    def __init__(self, settings: Settings, lifecycle: ModelLifecycle, say: Say, progress: Progress):
+        self.settings = settings
+        self.lifecycle = lifecycle
+        self.say = say
+        self.progress = progress
+        self.index_name = settings.query_node.index_name
+        self.gateway = BlockingQueryClient.of(settings, timeout_s=30.0)
+
+    def run(self, version: int) -> RolloutReport:
+        if version not in self.lifecycle.repository.versions():
+            raise RolloutError(
+                f"version {version} is not registered (nrtrec models train makes one; "
+                f"registered: {self.lifecycle.repository.versions()})"
+            )
+        journal = JournalFile(self.settings, version)
+        resumed = journal.resumed_after
+        if resumed:
+            self.say(f"resuming the rollout of v{version} after step {resumed!r}")
+        if not journal.journal.has("index"):
+            self._create_index(version)
+            journal.mark("index")
+        if not journal.journal.has("encoders"):
+            self._load_encoders(version)
+            journal.mark("encoders")
+        if not journal.journal.has("bulk"):
+            manifest_path = self._bulk(version)
+            journal.mark("bulk", bulk_manifest=str(manifest_path))
+        manifest = read_manifest(Path(journal.journal.bulk_manifest or ""))
+        if not journal.journal.has("loaded"):
+            self.say(f"loading the v{version} snapshots into every query node")
+            try:
+                load_snapshots(self.settings, manifest)
+            except BulkError as e:
+                raise RolloutError(str(e)) from None
+            self._wait_items_caught_up(version)
+            journal.mark("loaded")
+        with _user_writer(self.settings) as (store, writer):
+            users = self._users_pass(store, writer, version)
+            journal.mark("users")
+            if not journal.journal.has("promoted"):
+                self.gateway.promote(self.index_name, version)
+                self.say(f"v{version} promoted: the app and the user job serve it")
+                journal.mark("promoted")
+            # Both caches of the serving list expire, and a flushing batch lands.
+            s = self.settings
+            time.sleep(max(s.streaming.versions_ttl_s, s.app.versions_ttl_s) + 1.0)
+            for _ in range(CATCH_UP_PASSES):
+                users = self._users_pass(store, writer, version)
+                if users.written == 0:
+                    break
+            journal.mark("caught_up")
+        return RolloutReport(
+            model_version=version,
+            resumed_after=resumed,
+            catalogue_items=manifest.items,
+            items_indexed=self._info(version).count,
+            users=users.users,
+            users_with_version=users.with_version,
+            users_without_vectors=users.without_vectors,
+        )
+
+    def close(self) -> None:
+        self.gateway.close()
+
+    # ---- the steps --------------------------------------------------------------------------
+
+    def _create_index(self, version: int) -> None:
+        spec = CreateIndexRequest(
+            dim=self.settings.inference.dim,
+            metric=Metric.COSINE,
+            model_version=version,
+            serving=False,
+        )
+        info, created = self.gateway.create_index(self.index_name, spec)
+        state = "serving" if info.serving else "building"
+        self.say(f"index {self.index_name} v{version} {'created' if created else 'there'}: {state}")
+
+    def _load_encoders(self, version: int) -> None:
+        if version not in self.lifecycle.served():
+            self.say(f"loading encoder version {version} on Triton")
+            self.lifecycle.load(version)
+        self.say(f"Triton serves {sorted(self.lifecycle.served())}")
+
+    def _bulk(self, version: int) -> Path:
+        # The item job's encoder caches the served versions this long: once it has expired,
+        # every listing past the bulk's marks is encoded with ``version`` as well.
+        time.sleep(2 * VERSIONS_TTL_S + 0.5)
+        out_dir = rollout_dir(self.settings, version) / "bulk"
+        self.say(f"embedding the catalogue with v{version} (snapshots in {out_dir})")
+        try:
+            manifest = run_bulk(self.settings, out_dir, version, self.progress)
+        except BulkError as e:
+            raise RolloutError(str(e)) from None
+        self.say(f"v{version}: {manifest.items} items in {len(manifest.shards)} shard snapshots")
+        return out_dir / "bulk.json"
+
+    def _info(self, version: int) -> IndexInfo:
+        for info in self.gateway.indexes():
+            if info.name == self.index_name and info.model_version == version:
+                return info
+        raise RolloutError(f"the gateway does not list {self.index_name} v{version}")
+
+    def _wait_items_caught_up(self, version: int, timeout_s: float = 120.0) -> None:
+        """Until index ``version`` holds as many items as the newest serving one (both take the
+        same deltas, so they meet once the replay from the snapshots is done)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            listing = [i for i in self.gateway.indexes() if i.name == self.index_name]
+            mine = next((i for i in listing if i.model_version == version), None)
+            serving = [i for i in listing if i.serving and i.model_version != version]
+            if mine is not None:
+                target = max(serving, key=lambda i: i.model_version).count if serving else None
+                self.progress(f"items (v{version})", mine.count, target or mine.count)
+                if target is None or mine.count == target:
+                    return
+            if time.monotonic() > deadline:
+                have = mine.count if mine else 0
+                raise RolloutError(
+                    f"index v{version} holds {have} items after {timeout_s:.0f} s, the serving "
+                    f"one {target}; are the query nodes consuming item-deltas? rerun to resume"
+                )
+            time.sleep(0.5)
+
+    def _users_pass(
+        self, store: UserVectorStore, writer: UserVectorWriter, version: int
+    ) -> UsersPass:
+        try:
+            return embed_users(
+                store,
+                writer,
+                version,
+                max_history=self.settings.inference.max_history,
+                batch=self.settings.streaming.flush_size,
+                progress=self.progress,
+            )
+        except (StoreError, QueryApiError) as e:
+            raise RolloutError(f"user vectors v{version}: {e}; rerun to resume") from e
+
+
+@contextmanager
+def _user_writer(settings: Settings) -> Iterator[tuple[UserVectorStore, UserVectorWriter]]:
+    """The store and the writer a user pass uses, opened and closed together."""
+    store = open_store(settings)
+    encoder = open_encoder(settings)
+    items = ItemVectorLookup(
+        BlockingQueryClient.of(settings, timeout_s=30.0, retries=3),
+        settings.query_node.index_name,
+        ttl_s=settings.streaming.item_cache_ttl_s,
+    )
+    try:
+        yield store, UserVectorWriter(encoder, store, items)
+    finally:
+        items.close()
+        encoder.close()
+        store.close()
+
+
+def roll_out(
+    settings: Settings, version: int, lifecycle: ModelLifecycle, say: Say, progress: Progress
+) -> RolloutReport:
+    rollout = Rollout(settings, lifecycle, say, progress)
+    try:
+        return rollout.run(version)
+    finally:
+        rollout.close()
