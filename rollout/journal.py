@@ -28,7 +28,7 @@ class Journal(BaseModel):
 
 
 def rollout_dir(settings: Settings, version: int) -> Path:
-    """Not ``streaming.bulk_dir``: the item job starts from that ``bulk.json``'s offsets."""
+    """The rollout's own state (its snapshots go below the nodes' import root instead)."""
     return settings.run_dir / "rollouts" / f"v{version}"
 
 

@@ -34,7 +34,7 @@ from nrtrec.inference.client.triton import VERSIONS_TTL_S
 from nrtrec.inference.lifecycle import ModelLifecycle
 from nrtrec.query_node.client import BlockingQueryClient, QueryApiError
 from nrtrec.rollout.errors import RolloutError
-from nrtrec.rollout.journal import JournalFile, rollout_dir
+from nrtrec.rollout.journal import JournalFile
 from nrtrec.rollout.users import Progress, UsersPass, embed_users
 from nrtrec.schemas.query_api import CreateIndexRequest, IndexInfo, Metric
 from nrtrec.streaming.bulk import BulkError, load_snapshots, read_manifest, run_bulk
@@ -153,7 +153,8 @@ class Rollout:
         # The item job's encoder caches the served versions this long: once it has expired,
         # every listing past the bulk's marks is encoded with ``version`` as well.
         time.sleep(2 * VERSIONS_TTL_S + 0.5)
-        out_dir = rollout_dir(self.settings, version) / "bulk"
+        # Below the nodes' import root (the bulk dir), beside the delta job's bulk.json.
+        out_dir = self.settings.snapshot_import_root() / "rollouts" / f"v{version}"
         self.say(f"embedding the catalogue with v{version} (snapshots in {out_dir})")
         try:
             manifest = run_bulk(self.settings, out_dir, version, self.progress)
