@@ -44,8 +44,9 @@ class UserVectorStore(ABC):
     def user_ids(self, batch: int = 500) -> Iterator[list[str]]:
         """Every user of this store (its ``key_prefix``), in lists of at most ``batch``.
 
-        A user written during the iteration may or may not be listed; one whose record expired
-        may still be (callers ``get`` each and skip None)."""
+        In no particular order. A user written during the iteration may or may not be listed;
+        one whose record expired may still be (callers ``get`` each and skip None); Redis's
+        SCAN may, rarely, list a user twice (callers' work per user is idempotent)."""
 
     @abstractmethod
     def add_views(self, counts: Mapping[str, int]) -> None:

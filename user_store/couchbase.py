@@ -11,9 +11,11 @@ Layout (``p`` is ``settings.user_store.key_prefix``):
   hundred thousand items before Couchbase's 20 MB document limit.
 - ``{p}users:{0..63}``: which users there are, ``{user_id: 1}`` in the document
   ``user_shard(user_id, 64)`` names (no expiry), for ``user_ids``: CouchbaseMock has no N1QL
-  and no range scan to list keys with. A put that creates a user adds it (a sub-document
-  upsert); a delete removes it; a record that expired leaves its id, which ``user_ids`` may
-  still yield. 64 documents keep each one far under the 20 MB limit at a million users.
+  and no range scan to list keys with. The field name is escaped as ``popular``'s are; an id
+  whose path would pass 1024 bytes is stored as ``#sha256:{hex}: user_id`` instead. A put that
+  creates a user adds it (a sub-document upsert, before the insert); a delete removes it; a
+  record that expired leaves its id, which ``user_ids`` may still yield. 64 documents keep
+  each one far under the 20 MB limit at a million users.
 
 A put reads the document with its CAS, merges in Python and writes with ``replace(cas=...)`` (or
 ``insert`` for a new user); a write that loses the race to another writer retries.
@@ -79,6 +81,8 @@ from nrtrec.user_store.errors import StoreError, StoreUnavailable
 # Couchbase's limits: a key is at most 250 bytes; one mutate_in carries at most 16 specs.
 MAX_KEY_BYTES = 250
 MAX_SUBDOC_SPECS = 16
+# A sub-document path is at most 1024 bytes.
+MAX_PATH_BYTES = 1024
 # Documents listing the users (``user_ids``).
 REGISTRY_SHARDS = 64
 
@@ -139,8 +143,11 @@ class CouchbaseUserVectorStore(UserVectorStore):
                         return False
                     doc = merged.model_dump(mode="json")
                     if cas is None:
-                        self._collection.insert(key, doc, InsertOptions(**self._expiry))
+                        # Registered first: a failure in between leaves an id without a
+                        # record (user_ids may yield those), never a record user_ids misses,
+                        # which the retried put (a replace by then) would not register.
                         self._register(vector.user_id)
+                        self._collection.insert(key, doc, InsertOptions(**self._expiry))
                     else:
                         options = ReplaceOptions(cas=cas, **self._expiry)
                         self._collection.replace(key, doc, options)
@@ -156,9 +163,8 @@ class CouchbaseUserVectorStore(UserVectorStore):
             with suppress(DocumentNotFoundException):
                 self._collection.remove(self._user_key(user_id))
             with suppress(DocumentNotFoundException, PathNotFoundException):
-                self._collection.mutate_in(
-                    self._registry_key(user_id), [remove(_field_path(user_id))]
-                )
+                path, _ = _registry_entry(user_id)
+                self._collection.mutate_in(self._registry_key(user_id), [remove(path)])
 
     def drop_version(self, user_id: str, model_version: int) -> bool:
         key = self._user_key(user_id)
@@ -181,8 +187,8 @@ class CouchbaseUserVectorStore(UserVectorStore):
                     names = self._collection.get(self._registry(shard)).content_as[dict]
                 except DocumentNotFoundException:
                     continue
-            for name in names:
-                ids.append(_field_name(name))
+            for name, value in names.items():
+                ids.append(value if isinstance(value, str) else _field_name(name))
                 if len(ids) == batch:
                     yield ids
                     ids = []
@@ -198,7 +204,7 @@ class CouchbaseUserVectorStore(UserVectorStore):
     def _register(self, user_id: str) -> None:
         # UPSERT creates the document with the first user; a lost creation race retries.
         options = MutateInOptions(store_semantics=StoreSemantics.UPSERT)
-        spec = [upsert(_field_path(user_id), 1)]
+        spec = [upsert(*_registry_entry(user_id))]
         for attempt in conflict_retrying(_CONFLICTS, self._cfg.write_retries):
             with attempt:
                 self._collection.mutate_in(self._registry_key(user_id), spec, options)
@@ -301,6 +307,18 @@ def _field_path(item_id: str) -> str:
     percent-encodes ``%`` and the backtick, and no path ever needs escaping.
     """
     return "`" + item_id.replace("%", "%25").replace("`", "%60") + "`"
+
+
+def _registry_entry(user_id: str) -> tuple[str, object]:
+    """The path and value of ``user_id`` in its registry document: ``{id: 1}``.
+
+    An id of 256 four-byte characters makes a path past the 1024-byte limit; its field is then
+    its hash and its value the id (any other value is 1), as ``user_ids`` reads it back.
+    """
+    path = _field_path(user_id)
+    if len(path.encode()) <= MAX_PATH_BYTES:
+        return path, 1
+    return f"`#sha256:{hashlib.sha256(user_id.encode()).hexdigest()}`", user_id
 
 
 _ENCODED = re.compile("%(25|60)")

@@ -214,10 +214,14 @@ def test_roll_out_version_2_and_retire_version_1_while_traffic_flows(pipeline: P
 
         wait_until("the quiet users answered from v2", quiet_on_v2, 60)
 
+        unknown = nrtrec(pipeline, "models", "rollout", "9", timeout=120)
+        assert unknown.returncode == 1 and "version 9 is not registered" in unknown.stderr
         retired = nrtrec(pipeline, "models", "retire", "1", timeout=300)
         assert retired.returncode == 0, retired.stderr + retired.stdout
         retired_at = time.monotonic()
         assert index_versions(settings) == {2: True}
+        last = nrtrec(pipeline, "models", "retire", "2", timeout=120)
+        assert last.returncode == 1 and "the only serving version" in last.stderr, last.stderr
         assert all(set(v) == {2} for v in user_vectors(settings, QUIET).values())
         wait_until(
             "answers after the retire",

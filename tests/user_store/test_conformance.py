@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable
 
 import pytest
@@ -270,18 +271,22 @@ def test_an_unreachable_backend_raises_store_unavailable(
 
 def test_user_ids_lists_every_user_of_the_prefix_in_batches(make_store: MakeStore) -> None:
     store = make_store()
-    other = make_store(key_prefix=f"other-{id(store)}:")
-    users = [f"u{i}" for i in range(7)] + ["é" * 256, "with:colon*and?glob[chars]"]
+    other = make_store(key_prefix=f"other-{uuid.uuid4().hex[:12]}:")
+    # The longest ids: 512 bytes (past Couchbase's key limit) and 1024 bytes (at its limit of
+    # a sub-document path, before the quotes around it).
+    long_ids = ["é" * 256, "\U0001f600" * 256, "\U0001f601" * 256]
+    users = [f"u{i}" for i in range(7)] + long_ids + ["with:colon*and?glob[chars]", "50%`x"]
     for user in users:
         store.put(vec(user, 1))
         store.put(vec(user, 2))  # a second write: listed once all the same
     other.put(vec("someone-else", 1))
     store.delete("u3")
+    store.delete(long_ids[2])
 
     batches = list(store.user_ids(batch=3))
     assert all(1 <= len(b) <= 3 for b in batches)
     listed = [u for b in batches for u in b]
-    assert sorted(listed) == sorted(set(users) - {"u3"})
+    assert sorted(listed) == sorted(set(users) - {"u3", long_ids[2]})
     assert [u for b in other.user_ids() for u in b] == ["someone-else"]
 
 
@@ -296,10 +301,15 @@ def test_drop_version_removes_an_old_vector_only_when_a_newer_one_is_there(
     assert versions(record) == [3, 1] and record is not None
     assert record.recent_items == ["i2", "i1"]
     assert record.newest(3) == vec("u1", 3, value=0.3)
+    before = store.get("u1")
     assert store.drop_version("u1", 2) is False  # gone already
+    assert store.drop_version("u1", 5) is False  # never there
     assert store.drop_version("u1", 3) is False  # the newest: nothing replaces it
+    assert store.get("u1") == before
     assert store.drop_version("u1", 1) is True
     assert store.drop_version("u1", 3) is False  # the only one
-    assert versions(store.get("u1")) == [3]
+    assert store.get("u1") == UserVectors(
+        user_id="u1", versions=[vec("u1", 3, value=0.3)], recent_items=["i2", "i1"]
+    )
     assert store.drop_version("nobody", 1) is False
     assert store.get("nobody") is None
