@@ -1,14 +1,17 @@
-"""``nrtrec models``: train, list, load and unload encoder pairs."""
+"""``nrtrec models``: train, list, load and unload encoder pairs; roll a version out, retire one."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
 from nrtrec.cli.errors import load_settings
+
+T = TypeVar("T")
 
 models_app = typer.Typer(help="Encoder pairs (item and user towers): train, list, load, unload.")
 
@@ -146,14 +149,25 @@ def _progress_bar():
     return bar, progress
 
 
-def _STEP_ERRORS() -> tuple[type[Exception], ...]:
-    """What a step of a rollout or a retire raises when a service refuses or is away."""
+def _run_workflow(what: str, version: int, workflow: Callable[..., T]) -> T:
+    """``workflow(settings, version, lifecycle, say, progress)`` under progress bars; a step
+    that a service refuses, or that finds one away, is one error line and exit status 1."""
+    from nrtrec.cli.errors import fail
     from nrtrec.inference.client import InferenceError
     from nrtrec.query_node.client import QueryApiError
     from nrtrec.rollout import RolloutError
     from nrtrec.user_store import StoreError
 
-    return (RolloutError, QueryApiError, InferenceError, StoreError)
+    settings = _settings()
+    bar, progress = _progress_bar()
+    lifecycle = _lifecycle()
+    try:
+        with bar:
+            return workflow(settings, version, lifecycle, bar.console.print, progress)
+    except (RolloutError, QueryApiError, InferenceError, StoreError) as e:
+        fail(f"{what} v{version}: {e} (rerun to resume)")
+    finally:
+        lifecycle.close()
 
 
 @models_app.command("rollout")
@@ -161,19 +175,9 @@ def rollout(version: int) -> None:
     """Roll ``version`` out: its index built on every shard from the whole catalogue while the
     served version keeps serving, every known user given a ``version`` vector, then served.
     Resumable: a rerun after a kill continues after the last step done."""
-    from nrtrec.cli.errors import fail
     from nrtrec.rollout import roll_out
 
-    settings = _settings()
-    bar, progress = _progress_bar()
-    lifecycle = _lifecycle()
-    try:
-        with bar:
-            report = roll_out(settings, version, lifecycle, bar.console.print, progress)
-    except _STEP_ERRORS() as e:
-        fail(f"rollout v{version}: {e} (rerun to resume)")
-    finally:
-        lifecycle.close()
+    report = _run_workflow("rollout", version, roll_out)
     typer.echo(
         json.dumps(
             {
@@ -198,19 +202,9 @@ def rollout(version: int) -> None:
 def retire(version: int) -> None:
     """Retire ``version``: unloaded from Triton, its index dropped, its user vectors removed
     where a newer one exists. Refused while it is the only serving version. Resumable."""
-    from nrtrec.cli.errors import fail
     from nrtrec.rollout import retire as retire_version
 
-    settings = _settings()
-    bar, progress = _progress_bar()
-    lifecycle = _lifecycle()
-    try:
-        with bar:
-            report = retire_version(settings, version, lifecycle, bar.console.print, progress)
-    except _STEP_ERRORS() as e:
-        fail(f"retire v{version}: {e} (rerun to resume)")
-    finally:
-        lifecycle.close()
+    report = _run_workflow("retire", version, retire_version)
     users = report.users
     typer.echo(
         json.dumps(

@@ -152,25 +152,17 @@ class Lifecycle(RuleBasedStateMachine):
 
     @rule(user=st.sampled_from([*USERS, "stranger"]), k=st.integers(1, 8))
     def recommendations(self, user: str, k: int) -> None:
-        r = self.client.get(f"/v1/users/{user}/recommendations", params={"k": k})
-        assert r.status_code == 200, r.text
-        answer = r.json()
-        version = answer["model_version"]
+        answer, version = self._get(f"/v1/users/{user}/recommendations", {"k": k})
         if version is None:
             return
-        assert version in self.serving, (answer, self.serving, self.building)
         query = self.users[user][version]
         self._check_scores(answer, version, cosines(query, self.items[version]))
 
     @rule(item=st.integers(0, N_ITEMS - 1))
     def similar(self, item: int) -> None:
-        r = self.client.get(f"/v1/items/{self.ids[item]}/similar", params={"k": 5})
-        assert r.status_code == 200, r.text
-        answer = r.json()
-        version = answer["model_version"]
+        answer, version = self._get(f"/v1/items/{self.ids[item]}/similar", {"k": 5})
         if version is None:
             return
-        assert version in self.serving, (answer, self.serving, self.building)
         vectors = self.items[version]
         self._check_scores(answer, version, cosines(vectors[item], vectors))
 
@@ -178,6 +170,15 @@ class Lifecycle(RuleBasedStateMachine):
     def recent_views(self, user: str) -> None:
         r = self.client.get(f"/v1/users/{user}/recent-views")
         assert r.status_code == 200, r.text
+
+    def _get(self, path: str, params: dict) -> tuple[dict, int | None]:
+        """The answer, and its version: None (popular items) or one serving now."""
+        r = self.client.get(path, params=params)
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        version = answer["model_version"]
+        assert version is None or version in self.serving, (answer, self.serving, self.building)
+        return answer, version
 
     def _check_scores(self, answer: dict, version: int, expected: np.ndarray) -> None:
         for hit in answer["items"]:

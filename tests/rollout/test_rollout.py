@@ -216,6 +216,10 @@ def test_roll_out_version_2_and_retire_version_1_while_traffic_flows(pipeline: P
 
         unknown = nrtrec(pipeline, "models", "rollout", "9", timeout=120)
         assert unknown.returncode == 1 and "version 9 is not registered" in unknown.stderr
+        # Where a retire killed after its first step leaves things: v1 unloaded from Triton,
+        # its index and user vectors still there. The retire run then finishes the job.
+        unloaded = nrtrec(pipeline, "models", "unload", "1", timeout=120)
+        assert unloaded.returncode == 0 and '"served": [2]' in unloaded.stdout, unloaded.stderr
         retired = nrtrec(pipeline, "models", "retire", "1", timeout=300)
         assert retired.returncode == 0, retired.stderr + retired.stdout
         retired_at = time.monotonic()
