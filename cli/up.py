@@ -76,12 +76,29 @@ def ensure_indexes(settings: Settings, versions: list[int]) -> None:
     """An index per served version on every shard, through the query API (``gateway.url``).
 
     Always asked for, never skipped because a listing shows it: the gateway's listing is the
-    union of the shards, and a ``PUT`` of an existing spec changes nothing (200).
+    union of the shards, and a ``PUT`` of an existing spec changes nothing (200), its state
+    (serving or building) included. A new deployment (no serving version yet) serves every
+    version at once; after that a version new to the indexes is created *building*, and
+    ``nrtrec models rollout N`` fills it and serves it: a version trained since the last
+    ``nrtrec up`` is never served half-filled.
     """
     name = settings.query_node.index_name
     with BlockingQueryClient.of(settings, timeout_s=30.0) as client:
+        listing = [i for i in client.indexes() if i.name == name]
+        deployed = any(i.serving for i in listing)
+        known = {i.model_version for i in listing}
         for version in versions:
             spec = CreateIndexRequest(
-                dim=settings.inference.dim, metric=Metric.COSINE, model_version=version
+                dim=settings.inference.dim,
+                metric=Metric.COSINE,
+                model_version=version,
+                serving=not deployed or version in known,
             )
-            client.create_index(name, spec)
+            _, created = client.create_index(name, spec)
+            if created and not spec.serving:
+                log.warning(
+                    "index %s v%d created building: `nrtrec models rollout %d` serves it",
+                    name,
+                    version,
+                    version,
+                )
