@@ -86,13 +86,15 @@ def ensure_indexes(settings: Settings, versions: list[int]) -> None:
     with BlockingQueryClient.of(settings, timeout_s=30.0) as client:
         listing = [i for i in client.indexes() if i.name == name]
         deployed = any(i.serving for i in listing)
-        known = {i.model_version for i in listing}
+        # A listed version keeps the state it is listed in: a PUT asking a node that restored
+        # a building version (before reading its declarations) to serve it would promote it.
+        listed = {i.model_version: i.serving for i in listing}
         for version in versions:
             spec = CreateIndexRequest(
                 dim=settings.inference.dim,
                 metric=Metric.COSINE,
                 model_version=version,
-                serving=not deployed or version in known,
+                serving=listed.get(version, not deployed),
             )
             _, created = client.create_index(name, spec)
             if created and not spec.serving:

@@ -38,6 +38,7 @@ from nrtrec.rollout.journal import JournalFile
 from nrtrec.rollout.users import Progress, UsersPass, embed_users
 from nrtrec.schemas.query_api import CreateIndexRequest, IndexInfo, Metric
 from nrtrec.streaming.bulk import BulkError, load_snapshots, read_manifest, run_bulk
+from nrtrec.streaming.errors import StreamingError
 from nrtrec.streaming.item_lookup import ItemVectorLookup
 from nrtrec.streaming.user_vectors import UserVectorWriter
 from nrtrec.user_store import StoreError, UserVectorStore, open_store
@@ -93,7 +94,10 @@ class Rollout:
         if not journal.journal.has("bulk"):
             manifest_path = self._bulk(version)
             journal.mark("bulk", bulk_manifest=str(manifest_path))
-        manifest = read_manifest(Path(journal.journal.bulk_manifest or ""))
+        try:
+            manifest = read_manifest(Path(journal.journal.bulk_manifest or ""))
+        except BulkError as e:
+            raise RolloutError(f"the bulk step's manifest: {e}") from None
         if not journal.journal.has("loaded"):
             self.say(f"loading the v{version} snapshots into every query node")
             try:
@@ -173,6 +177,7 @@ class Rollout:
         """Until index ``version`` holds as many items as the newest serving one (both take the
         same deltas, so they meet once the replay from the snapshots is done)."""
         deadline = time.monotonic() + timeout_s
+        target: int | None = None
         while True:
             listing = [i for i in self.gateway.indexes() if i.name == self.index_name]
             mine = next((i for i in listing if i.model_version == version), None)
@@ -202,7 +207,7 @@ class Rollout:
                 batch=self.settings.streaming.flush_size,
                 progress=self.progress,
             )
-        except (StoreError, QueryApiError) as e:
+        except (StoreError, QueryApiError, StreamingError) as e:
             raise RolloutError(f"user vectors v{version}: {e}; rerun to resume") from e
 
 
