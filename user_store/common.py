@@ -7,7 +7,7 @@ does; a backend only supplies the atomic read-merge-write around it (WATCH/MULTI
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
@@ -56,6 +56,11 @@ def merge(
     return merged
 
 
+# A read-merge-write's merge: the stored record (None: no such user) -> the record to write, or
+# None to write nothing.
+Change = Callable[[UserVectors | None], UserVectors | None]
+
+
 def without_version(stored: UserVectors | None, model_version: int) -> UserVectors | None:
     """The record once its ``model_version`` vector is removed, or None when that changes
     nothing or is not allowed: an unknown user, no such vector, or no newer version to take
@@ -71,6 +76,18 @@ def without_version(stored: UserVectors | None, model_version: int) -> UserVecto
 def user_shard(user_id: str, shards: int) -> int:
     """Which of ``shards`` registry documents lists ``user_id`` (Couchbase's ``user_ids``)."""
     return hashlib.blake2b(user_id.encode(), digest_size=2).digest()[0] % shards
+
+
+def in_batches(ids: Iterable[str], size: int) -> Iterator[list[str]]:
+    """``ids`` in lists of at most ``size`` (``user_ids``; itertools.batched is 3.12)."""
+    batch: list[str] = []
+    for item in ids:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def conflict_retrying(conflicts: tuple[type[BaseException], ...], retries: int) -> Retrying:

@@ -69,7 +69,9 @@ from nrtrec.core.settings import CouchbaseSettings, Settings
 from nrtrec.schemas import UserVector, UserVectors
 from nrtrec.user_store.base import UserVectorStore
 from nrtrec.user_store.common import (
+    Change,
     conflict_retrying,
+    in_batches,
     merge,
     popular_key,
     user_key,
@@ -133,25 +135,11 @@ class CouchbaseUserVectorStore(UserVectorStore):
         self._popular = popular_key(self._cfg.key_prefix)
 
     def put(self, vector: UserVector, *, recent_items: Sequence[str] | None = None) -> bool:
-        key = self._user_key(vector.user_id)
-        with self._errors(f"put user {vector.user_id!r}"):
-            for attempt in conflict_retrying(_CONFLICTS, self._cfg.write_retries):
-                with attempt:
-                    stored, cas = self._read(key, vector.user_id)
-                    merged = merge(stored, vector, recent_items, self._cfg)
-                    if merged is None:
-                        return False
-                    doc = merged.model_dump(mode="json")
-                    if cas is None:
-                        # Registered first: a failure in between leaves an id without a
-                        # record (user_ids may yield those), never a record user_ids misses,
-                        # which the retried put (a replace by then) would not register.
-                        self._register(vector.user_id)
-                        self._collection.insert(key, doc, InsertOptions(**self._expiry))
-                    else:
-                        options = ReplaceOptions(cas=cas, **self._expiry)
-                        self._collection.replace(key, doc, options)
-        return True
+        return self._rewrite(
+            vector.user_id,
+            f"put user {vector.user_id!r}",
+            lambda stored: merge(stored, vector, recent_items, self._cfg),
+        )
 
     def get(self, user_id: str) -> UserVectors | None:
         with self._errors(f"get user {user_id!r}"):
@@ -167,20 +155,16 @@ class CouchbaseUserVectorStore(UserVectorStore):
                 self._collection.mutate_in(self._registry_key(user_id), [remove(path)])
 
     def drop_version(self, user_id: str, model_version: int) -> bool:
-        key = self._user_key(user_id)
-        with self._errors(f"drop v{model_version} of user {user_id!r}"):
-            for attempt in conflict_retrying(_CONFLICTS, self._cfg.write_retries):
-                with attempt:
-                    stored, cas = self._read(key, user_id)
-                    changed = without_version(stored, model_version)
-                    if changed is None:
-                        return False
-                    options = ReplaceOptions(cas=cas, **self._expiry)
-                    self._collection.replace(key, changed.model_dump(mode="json"), options)
-        return True
+        return self._rewrite(
+            user_id,
+            f"drop v{model_version} of user {user_id!r}",
+            lambda stored: without_version(stored, model_version),
+        )
 
     def user_ids(self, batch: int = 500) -> Iterator[list[str]]:
-        ids: list[str] = []
+        yield from in_batches(self._registered(), batch)
+
+    def _registered(self) -> Iterator[str]:
         for shard in range(REGISTRY_SHARDS):
             with self._errors("list users"):
                 try:
@@ -188,12 +172,30 @@ class CouchbaseUserVectorStore(UserVectorStore):
                 except DocumentNotFoundException:
                     continue
             for name, value in names.items():
-                ids.append(value if isinstance(value, str) else _field_name(name))
-                if len(ids) == batch:
-                    yield ids
-                    ids = []
-        if ids:
-            yield ids
+                yield value if isinstance(value, str) else _field_name(name)
+
+    def _rewrite(self, user_id: str, what: str, change: Change) -> bool:
+        """Read the user's document with its CAS, ``change`` it and write it back (insert for a
+        new user); False when ``change`` wrote nothing."""
+        key = self._user_key(user_id)
+        with self._errors(what):
+            for attempt in conflict_retrying(_CONFLICTS, self._cfg.write_retries):
+                with attempt:
+                    stored, cas = self._read(key, user_id)
+                    changed = change(stored)
+                    if changed is None:
+                        return False
+                    doc = changed.model_dump(mode="json")
+                    if cas is None:
+                        # Registered first: a failure in between leaves an id without a
+                        # record (user_ids may yield those), never a record user_ids misses,
+                        # which the retried put (a replace by then) would not register.
+                        self._register(user_id)
+                        self._collection.insert(key, doc, InsertOptions(**self._expiry))
+                    else:
+                        options = ReplaceOptions(cas=cas, **self._expiry)
+                        self._collection.replace(key, doc, options)
+        return True
 
     def _registry(self, shard: int) -> str:
         return f"{self._cfg.key_prefix}users:{shard}"

@@ -33,7 +33,9 @@ from nrtrec.core.settings import Settings
 from nrtrec.schemas import UserVector, UserVectors
 from nrtrec.user_store.base import UserVectorStore
 from nrtrec.user_store.common import (
+    Change,
     conflict_retrying,
+    in_batches,
     merge,
     popular_key,
     user_key,
@@ -61,20 +63,11 @@ class RedisUserVectorStore(UserVectorStore):
         self._popular = popular_key(self._cfg.key_prefix)
 
     def put(self, vector: UserVector, *, recent_items: Sequence[str] | None = None) -> bool:
-        key = user_key(self._cfg.key_prefix, vector.user_id)
-        with self._errors(f"put user {vector.user_id!r}"):
-            for attempt in conflict_retrying((WatchError,), self._cfg.write_retries):
-                with attempt, self._client.pipeline() as pipe:
-                    # WATCH makes EXEC fail if anyone writes the key after this read.
-                    pipe.watch(key)
-                    stored = self._decode(pipe.get(key), vector.user_id)
-                    merged = merge(stored, vector, recent_items, self._cfg)
-                    if merged is None:
-                        return False
-                    pipe.multi()
-                    pipe.set(key, merged.model_dump_json(), ex=self._cfg.ttl_s)
-                    pipe.execute()
-        return True
+        return self._rewrite(
+            vector.user_id,
+            f"put user {vector.user_id!r}",
+            lambda stored: merge(stored, vector, recent_items, self._cfg),
+        )
 
     def get(self, user_id: str) -> UserVectors | None:
         with self._errors(f"get user {user_id!r}"):
@@ -82,31 +75,18 @@ class RedisUserVectorStore(UserVectorStore):
         return self._decode(raw, user_id)
 
     def drop_version(self, user_id: str, model_version: int) -> bool:
-        key = user_key(self._cfg.key_prefix, user_id)
-        with self._errors(f"drop v{model_version} of user {user_id!r}"):
-            for attempt in conflict_retrying((WatchError,), self._cfg.write_retries):
-                with attempt, self._client.pipeline() as pipe:
-                    pipe.watch(key)
-                    changed = without_version(self._decode(pipe.get(key), user_id), model_version)
-                    if changed is None:
-                        return False
-                    pipe.multi()
-                    pipe.set(key, changed.model_dump_json(), ex=self._cfg.ttl_s)
-                    pipe.execute()
-        return True
+        return self._rewrite(
+            user_id,
+            f"drop v{model_version} of user {user_id!r}",
+            lambda stored: without_version(stored, model_version),
+        )
 
     def user_ids(self, batch: int = 500) -> Iterator[list[str]]:
         prefix = user_key(self._cfg.key_prefix, "")
         pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
-        ids: list[str] = []
         with self._errors("list users"):
-            for key in self._client.scan_iter(match=pattern, count=batch):
-                ids.append(key.decode()[len(prefix) :])
-                if len(ids) == batch:
-                    yield ids
-                    ids = []
-        if ids:
-            yield ids
+            keys = self._client.scan_iter(match=pattern, count=batch)
+            yield from in_batches((key.decode()[len(prefix) :] for key in keys), batch)
 
     def delete(self, user_id: str) -> None:
         with self._errors(f"delete user {user_id!r}"):
@@ -137,6 +117,23 @@ class RedisUserVectorStore(UserVectorStore):
         self._client.close()
         # The client does not own a pool it was given; its sockets are closed here.
         self._pool.disconnect()
+
+    def _rewrite(self, user_id: str, what: str, change: Change) -> bool:
+        """Read the user's record, ``change`` it and write it back atomically; False when
+        ``change`` wrote nothing."""
+        key = user_key(self._cfg.key_prefix, user_id)
+        with self._errors(what):
+            for attempt in conflict_retrying((WatchError,), self._cfg.write_retries):
+                with attempt, self._client.pipeline() as pipe:
+                    # WATCH makes EXEC fail if anyone writes the key after this read.
+                    pipe.watch(key)
+                    changed = change(self._decode(pipe.get(key), user_id))
+                    if changed is None:
+                        return False
+                    pipe.multi()
+                    pipe.set(key, changed.model_dump_json(), ex=self._cfg.ttl_s)
+                    pipe.execute()
+        return True
 
     def _decode(self, raw: bytes | None, user_id: str) -> UserVectors | None:
         if raw is None:
