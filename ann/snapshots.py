@@ -54,6 +54,7 @@ class Snapshot:
     count: int
     created: str
     offsets: dict[str, int] = field(default_factory=dict)
+    serving: bool = True
 
 
 class SnapshotStore:
@@ -65,8 +66,11 @@ class SnapshotStore:
 
     # ---- save -----------------------------------------------------------------------------
 
-    def save(self, index: VectorIndex, offsets: Mapping[str, int] | None = None) -> Snapshot:
-        """Write a snapshot of ``index``; writes to it wait meanwhile, searches do not."""
+    def save(
+        self, index: VectorIndex, offsets: Mapping[str, int] | None = None, *, serving: bool = True
+    ) -> Snapshot:
+        """Write a snapshot of ``index``; writes to it wait meanwhile, searches do not.
+        ``serving=False`` records that the index is held back (building)."""
         offsets = {str(k): int(v) for k, v in (offsets or {}).items()}
         home = self._home(index.name, index.model_version)
         with self._saving:
@@ -90,6 +94,7 @@ class SnapshotStore:
                     count=count,
                     revision=revision,
                     offsets=offsets,
+                    serving=serving,
                     files=digests,
                 )
                 (work / MANIFEST).write_text(meta.model_dump_json(), encoding="utf-8")
@@ -237,6 +242,7 @@ def _snapshot(meta: SnapshotManifest, path: Path) -> Snapshot:
         count=meta.count,
         created=meta.created,
         offsets=dict(meta.offsets),
+        serving=meta.serving,
     )
 
 

@@ -200,8 +200,9 @@ def rollout(version: int) -> None:
 
 @models_app.command("retire")
 def retire(version: int) -> None:
-    """Retire ``version``: unloaded from Triton, its index dropped, its user vectors removed
-    where a newer one exists. Refused while it is the only serving version. Resumable."""
+    """Retire ``version``: held back, unloaded from Triton, its index dropped, its user vectors
+    removed where a newer serving one exists; `nrtrec up` leaves it out from then on. Refused
+    while it is the only serving version. Resumable; also aborts a rollout under way."""
     from nrtrec.rollout import retire as retire_version
 
     report = _run_workflow("retire", version, retire_version)
@@ -211,7 +212,11 @@ def retire(version: int) -> None:
             {
                 "model_version": report.model_version,
                 "serving": report.still_serving,
-                "users": {"known": users.users, "removed": users.removed, "kept": users.kept},
+                "users": {
+                    "with_version": users.users,
+                    "removed": users.removed,
+                    "kept": users.kept,
+                },
             },
             indent=2,
         )

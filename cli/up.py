@@ -46,10 +46,12 @@ def start_pipeline(runner: LocalRunner, on_progress: Say) -> None:
 
 
 def ensure_models(settings: Settings, on_progress: Say = lambda m: None) -> list[int]:
-    """Train a first encoder pair when none is registered; serve every registered version."""
+    """Train a first encoder pair when none is registered; serve every registered version but
+    the retired ones (``nrtrec models retire``), which stay out until rolled out again."""
     from nrtrec.inference.client import model_repository
     from nrtrec.inference.lifecycle import ModelLifecycle
     from nrtrec.inference.repository import ModelRepository
+    from nrtrec.rollout.retired import RetiredVersions
 
     repository = ModelRepository(model_repository(settings))
     if not repository.versions():
@@ -62,8 +64,11 @@ def ensure_models(settings: Settings, on_progress: Say = lambda m: None) -> list
     lifecycle = ModelLifecycle(
         repository, settings.triton.grpc_url, triton_admin_headers(settings.token)
     )
+    retired = RetiredVersions(settings).versions()
     try:
         for version in repository.versions():
+            if version in retired:
+                continue
             if version not in lifecycle.served():
                 on_progress(f"loading encoder version {version} on Triton")
                 lifecycle.load(version)

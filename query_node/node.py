@@ -116,12 +116,16 @@ class QueryNode:
     def promote(self, name: str, model_version: int) -> VectorIndex:
         """Serve a building version (a no-op for a served one); ``IndexNotFound`` if absent."""
         index = self.registry.get(name, model_version)
-        self.building.discard(index.spec.key)
+        if index.spec.key in self.building:
+            self.building.discard(index.spec.key)
+            self._saved.pop(index.spec.key, None)  # the next snapshot records the new state
         return index
 
     def hold_back(self, name: str, model_version: int) -> None:
         """Mark a version building (a node learning so from ``index-declarations``)."""
-        self.building.add((name, model_version))
+        if (name, model_version) not in self.building:
+            self.building.add((name, model_version))
+            self._saved.pop((name, model_version), None)
 
     def drop_index(self, name: str, model_version: int | None = None) -> list[IndexKey]:
         """Remove one version (or all of ``name``) and its snapshots, so a restart does not
@@ -228,12 +232,19 @@ class QueryNode:
             revision = index.revision
             if only_changed and self._saved.get(index.spec.key) == revision:
                 continue
-            saved.append(self.snapshots.save(index, self.offsets if offsets is None else offsets))
+            saved.append(
+                self.snapshots.save(
+                    index,
+                    self.offsets if offsets is None else offsets,
+                    serving=self.serving(index.name, index.model_version),
+                )
+            )
             self._saved[index.spec.key] = revision
         return saved
 
     def restore(self) -> list[Snapshot]:
-        """Load the newest snapshot of every index version on disk that is not served yet.
+        """Load the newest snapshot of every index version on disk that is not served yet; one
+        saved while building stays building (a rollout promotes it, not a restart).
 
         ``offsets`` becomes, per partition, the smallest offset of the loaded snapshots (and
         leaves out partitions some of them lack): replaying from there is safe, because an
@@ -244,6 +255,8 @@ class QueryNode:
             if index.spec.key in self.registry:
                 continue
             self.registry.add(index)
+            if not snapshot.serving:
+                self.building.add(index.spec.key)
             self._saved[index.spec.key] = index.revision
             self._floors[index.spec.key] = dict(snapshot.offsets)
             loaded.append(snapshot)

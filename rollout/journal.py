@@ -32,6 +32,12 @@ def rollout_dir(settings: Settings, version: int) -> Path:
     return settings.run_dir / "rollouts" / f"v{version}"
 
 
+def rollout_snapshots_dir(settings: Settings, version: int) -> Path:
+    """Where the bulk step writes: below the nodes' import root, beside the delta job's
+    ``bulk.json`` (the only folder a node loads snapshots from)."""
+    return settings.snapshot_import_root() / "rollouts" / f"v{version}"
+
+
 class JournalFile:
     def __init__(self, settings: Settings, version: int):
         self.path = rollout_dir(settings, version) / "journal.json"

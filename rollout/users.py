@@ -26,7 +26,8 @@ class UsersPass:
     users: int = 0  # records read
     written: int = 0  # vectors of the version written in this pass
     current: int = 0  # already had a vector of the version as new as their newest
-    without_vectors: int = 0  # none of their recent items is in the version's index
+    # None of their recent items has a vector in the version's index: nothing to encode.
+    without_vectors: int = 0
 
     @property
     def with_version(self) -> int:
@@ -35,9 +36,9 @@ class UsersPass:
 
 @dataclass
 class DropPass:
-    users: int = 0
-    removed: int = 0  # a vector of the version removed (a newer one was there)
-    kept: int = 0  # had the version but nothing newer: kept
+    users: int = 0  # users that had a vector of the version
+    removed: int = 0  # a vector of the version removed (a newer serving one was there)
+    kept: int = 0  # had the version but nothing newer serving: kept
 
 
 def _newest_ts(record: UserVectors) -> int:
@@ -76,9 +77,10 @@ def embed_users(
                 ts = _newest_ts(record)
                 items = record.recent_items[:max_history]
                 histories[user_id] = History(tuple((item, ts) for item in items))
-        report = writer.write_version(histories, version, replace_recent=False)
+        report = writer.write_version(histories, version, replace_recent=False, create_users=False)
         done.written += report.written
-        # Stale: the user job wrote a newer vector of this version meanwhile.
+        # Stale: the user job wrote a newer vector of this version meanwhile (or the user
+        # was deleted: nothing to give a vector to).
         done.current += report.stale
         done.without_vectors += report.without_vectors
         progress(f"users (v{version})", done.users, 0)
@@ -86,18 +88,27 @@ def embed_users(
 
 
 def drop_user_vectors(
-    store: UserVectorStore, version: int, *, batch: int, progress: Progress
+    store: UserVectorStore,
+    version: int,
+    *,
+    serving: set[int],
+    batch: int,
+    progress: Progress,
 ) -> DropPass:
-    """Remove every user's ``version`` vector that a newer one replaces."""
+    """Remove every user's ``version`` vector where the user has one of a newer ``serving``
+    version to be answered from (a newer one still building replaces nothing yet)."""
     done = DropPass()
+    newer = {v for v in serving if v > version}
     for ids in store.user_ids(batch):
         for user_id in ids:
+            record = store.get(user_id)
+            if record is None or record.newest(version) is None:
+                continue
             done.users += 1
-            if store.drop_version(user_id, version):
+            replaced = any(record.newest(v) is not None for v in newer)
+            if replaced and store.drop_version(user_id, version):
                 done.removed += 1
             else:
-                record = store.get(user_id)
-                if record is not None and record.newest(version) is not None:
-                    done.kept += 1
+                done.kept += 1
         progress(f"users (drop v{version})", done.users, 0)
     return done

@@ -255,6 +255,16 @@ class LoadResult(BaseModel):
     loaded: list[LoadedIndex]
 
 
+class NodeHealth(BaseModel):
+    """A query node's ``GET /healthz`` (the gateway's differs: it reports every replica)."""
+
+    status: str
+    indexes: int
+    # The item-deltas applied, {"topic:partition": next offset}; lowered while a swapped-in
+    # snapshot replays, so a rollout waits until they reach the topic's end.
+    offsets: dict[str, int] = Field(default_factory=dict)
+
+
 class ErrorBody(BaseModel):
     """Every error answer: a short machine-readable code and a sentence for a person."""
 

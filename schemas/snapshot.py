@@ -13,6 +13,7 @@ A snapshot is one folder ``<snapshot_id>/`` holding:
 A store of snapshots is ``<data_dir>/<index name>/<model_version>/<snapshot_id>/``; ids sort by
 time (``%Y%m%dT%H%M%S%fZ``). ``offsets`` say which ``item-deltas`` records the index reflects
 (``offset_key(topic, partition)`` → the next offset to apply), so a node replays from there.
+``serving`` says whether the index was answering searches (false: building, during a rollout).
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ class SnapshotManifest(Record):
     count: int = Field(ge=0, description="live items")
     revision: int = Field(ge=0, default=0)
     offsets: dict[str, int] = Field(default_factory=dict)
+    # False for a version held back during a rollout: a node restarting from this snapshot
+    # keeps it out of answers until promoted. Absent in snapshots written before rollouts.
+    serving: bool = True
     # sha256 (hex) of each file beside the manifest: a snapshot is loaded only when they match.
     files: dict[str, str] = Field(default_factory=dict)
 

@@ -43,7 +43,12 @@ class UserVectorWriter:
         return [self.write_version(histories, v) for v in versions]
 
     def write_version(
-        self, histories: Mapping[str, History], version: int, *, replace_recent: bool = True
+        self,
+        histories: Mapping[str, History],
+        version: int,
+        *,
+        replace_recent: bool = True,
+        create_users: bool = True,
     ) -> BatchReport:
         """Encode every user's history with ``version`` and store the vectors.
 
@@ -51,7 +56,8 @@ class UserVectorWriter:
         next click after they are embedded writes the vector. Encoder and store failures
         propagate: the job then restarts from its checkpoint and redoes the batch.
         ``replace_recent=False`` leaves the stored recent items as they are (a rollout writing
-        vectors from them, while the job may be writing newer ones).
+        vectors from them, while the job may be writing newer ones); ``create_users=False``
+        writes only to users still stored (one deleted meanwhile counts as stale).
         """
         if not histories:
             return BatchReport(0, 0, 0, None)
@@ -78,7 +84,7 @@ class UserVectorWriter:
                     updated_ts=now,
                 )
                 recent = history.item_ids if replace_recent else None
-                if self.store.put(record, recent_items=recent):
+                if self.store.put(record, recent_items=recent, create=create_users):
                     written += 1
                 else:
                     stale += 1

@@ -20,11 +20,19 @@ class UserVectorStore(ABC):
     """
 
     @abstractmethod
-    def put(self, vector: UserVector, *, recent_items: Sequence[str] | None = None) -> bool:
+    def put(
+        self,
+        vector: UserVector,
+        *,
+        recent_items: Sequence[str] | None = None,
+        create: bool = True,
+    ) -> bool:
         """Merge ``vector`` into its user's record, keeping the newest ``keep_versions``.
 
-        ``recent_items`` (newest first) replaces the stored list when given. Returns False
-        when the write was stale and changed nothing.
+        ``recent_items`` (newest first) replaces the stored list when given. ``create=False``
+        writes only into an existing record (a rollout's pass must not bring back a user
+        deleted since it was listed). Returns False when the write was stale, or the user
+        unknown with ``create=False``, and changed nothing.
         """
 
     @abstractmethod

@@ -31,8 +31,11 @@ def merge(
     vector: UserVector,
     recent_items: Sequence[str] | None,
     cfg: UserStoreSettings,
+    *,
+    create: bool = True,
 ) -> UserVectors | None:
-    """The user's record once ``vector`` is written, or None when the write changes nothing.
+    """The user's record once ``vector`` is written, or None when the write changes nothing
+    (an unknown user with ``create=False`` included).
 
     A write changes nothing (and its ``recent_items`` are ignored too) when it is stale:
 
@@ -46,6 +49,8 @@ def merge(
     """
     recent = None if recent_items is None else list(recent_items)[: cfg.recent_items]
     if stored is None:
+        if not create:
+            return None
         return UserVectors(user_id=vector.user_id, versions=[vector], recent_items=recent or [])
     current = stored.newest(vector.model_version)
     if current is not None and current.source_ts > vector.source_ts:

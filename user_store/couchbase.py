@@ -134,11 +134,17 @@ class CouchbaseUserVectorStore(UserVectorStore):
                 raise
         self._popular = popular_key(self._cfg.key_prefix)
 
-    def put(self, vector: UserVector, *, recent_items: Sequence[str] | None = None) -> bool:
+    def put(
+        self,
+        vector: UserVector,
+        *,
+        recent_items: Sequence[str] | None = None,
+        create: bool = True,
+    ) -> bool:
         return self._rewrite(
             vector.user_id,
             f"put user {vector.user_id!r}",
-            lambda stored: merge(stored, vector, recent_items, self._cfg),
+            lambda stored: merge(stored, vector, recent_items, self._cfg, create=create),
         )
 
     def get(self, user_id: str) -> UserVectors | None:

@@ -62,11 +62,17 @@ class RedisUserVectorStore(UserVectorStore):
         self._client = redis.Redis(connection_pool=self._pool)
         self._popular = popular_key(self._cfg.key_prefix)
 
-    def put(self, vector: UserVector, *, recent_items: Sequence[str] | None = None) -> bool:
+    def put(
+        self,
+        vector: UserVector,
+        *,
+        recent_items: Sequence[str] | None = None,
+        create: bool = True,
+    ) -> bool:
         return self._rewrite(
             vector.user_id,
             f"put user {vector.user_id!r}",
-            lambda stored: merge(stored, vector, recent_items, self._cfg),
+            lambda stored: merge(stored, vector, recent_items, self._cfg, create=create),
         )
 
     def get(self, user_id: str) -> UserVectors | None:

@@ -37,6 +37,7 @@ from nrtrec.schemas.query_api import (
     ItemsResponse,
     LoadRequest,
     LoadResult,
+    NodeHealth,
     PromoteRequest,
     SearchRequest,
     SearchResponse,
@@ -114,6 +115,11 @@ class QueryClient:
 
     # ---- reads ------------------------------------------------------------------------------
 
+    async def node_health(self, *, timeout_s: float | None = None) -> NodeHealth:
+        """``GET /healthz`` of a query node (not of a gateway): the deltas it has applied."""
+        _, raw = await self._call("GET", "/healthz", None, timeout_s)
+        return _parse(NodeHealth, raw)
+
     async def indexes(self, *, timeout_s: float | None = None) -> list[IndexInfo]:
         """``GET /v1/indexes``: every index version with its item count."""
         _, raw = await self._call("GET", "/v1/indexes", None, timeout_s)
@@ -161,8 +167,19 @@ class QueryClient:
         self, name: str, model_version: int, *, timeout_s: float | None = None
     ) -> IndexInfo:
         """Serve a building version (``CreateIndexRequest.serving``); a served one stays so."""
+        return await self._set_state(name, "promote", model_version, timeout_s)
+
+    async def hold_back(
+        self, name: str, model_version: int, *, timeout_s: float | None = None
+    ) -> IndexInfo:
+        """Stop serving a version (it stays, filled, until dropped or promoted again)."""
+        return await self._set_state(name, "hold-back", model_version, timeout_s)
+
+    async def _set_state(
+        self, name: str, action: str, model_version: int, timeout_s: float | None
+    ) -> IndexInfo:
         body = PromoteRequest(model_version=model_version).model_dump()
-        _, raw = await self._call("POST", f"/v1/indexes/{name}/promote", body, timeout_s)
+        _, raw = await self._call("POST", f"/v1/indexes/{name}/{action}", body, timeout_s)
         return _parse(IndexInfo, raw)
 
     async def drop_index(
@@ -324,6 +341,9 @@ class BlockingQueryClient:
     def _run(self, call: Coroutine[Any, Any, T] | Awaitable[T]) -> T:
         return asyncio.run_coroutine_threadsafe(call, self._loop).result()  # type: ignore[arg-type]
 
+    def node_health(self, **options: Any) -> NodeHealth:
+        return self._run(self._client.node_health(**options))
+
     def indexes(self, **options: Any) -> list[IndexInfo]:
         return self._run(self._client.indexes(**options))
 
@@ -340,6 +360,9 @@ class BlockingQueryClient:
 
     def promote(self, name: str, model_version: int, **options: Any) -> IndexInfo:
         return self._run(self._client.promote(name, model_version, **options))
+
+    def hold_back(self, name: str, model_version: int, **options: Any) -> IndexInfo:
+        return self._run(self._client.hold_back(name, model_version, **options))
 
     def drop_index(self, name: str, *args: Any, **options: Any) -> DropResult:
         return self._run(self._client.drop_index(name, *args, **options))

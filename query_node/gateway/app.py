@@ -105,6 +105,12 @@ async def promote(name: IndexNameParam, body: PromoteRequest, gateway: GatewayDe
     return IndexInfo(**await gateway.promote(name, body))
 
 
+@indexes.post("/{name}/hold-back", dependencies=TOKEN_REQUIRED)
+async def hold_back(name: IndexNameParam, body: PromoteRequest, gateway: GatewayDep) -> IndexInfo:
+    """Stop serving a version everywhere (a retire's first step); ``promote`` serves it again."""
+    return IndexInfo(**await gateway.hold_back(name, body))
+
+
 @indexes.delete("/{name}", dependencies=TOKEN_REQUIRED)
 async def drop_index(
     name: IndexNameParam, gateway: GatewayDep, model_version: VersionQuery = None

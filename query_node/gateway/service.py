@@ -102,8 +102,15 @@ class Gateway(FanOut):
 
     async def promote(self, name: str, body: PromoteRequest) -> Json:
         """Serve a building version on every replica of every shard; each declares it live."""
+        return await self._set_state(name, "promote", body)
+
+    async def hold_back(self, name: str, body: PromoteRequest) -> Json:
+        """Stop serving a version on every replica of every shard; each declares it building."""
+        return await self._set_state(name, "hold-back", body)
+
+    async def _set_state(self, name: str, action: str, body: PromoteRequest) -> Json:
         answers = await self._everywhere(
-            "POST", f"/v1/indexes/{name}/promote", to_json(body.model_dump())
+            "POST", f"/v1/indexes/{name}/{action}", to_json(body.model_dump())
         )
         return _merged_info([from_json(shard[0].content) for shard in answers])
 

@@ -1,4 +1,5 @@
-"""``/v1/indexes``: create, list, drop, upsert, delete, search, items (look-up), snapshot.
+"""``/v1/indexes``: create, list, promote, hold back, drop, upsert, delete, search, items
+(look-up), snapshot.
 
 Handlers are plain functions, so Starlette runs them in its thread pool: a write waits on the
 index's own lock, not on the event loop. Search is the exception: it runs on the event loop
@@ -132,6 +133,22 @@ def promote_index(
     index = node.promote(name, body.model_version)
     if declarations is not None:
         declarations.declare(index.spec)
+    return info(index, node)
+
+
+@router.post("/{name}/hold-back", dependencies=TOKEN_REQUIRED)
+def hold_back_index(
+    name: IndexNameParam,
+    body: PromoteRequest,
+    node: Node,
+    declarations: NodeDeclarations,
+) -> IndexInfo:
+    """Stop serving a version (a no-op for a building one) and declare it ``building``: the
+    first step of a retire, so that nothing answers from it before it is dropped."""
+    index = node.index(name, body.model_version)
+    node.hold_back(name, body.model_version)
+    if declarations is not None:
+        declarations.declare(index.spec, serving=False)
     return info(index, node)
 
 

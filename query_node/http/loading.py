@@ -4,6 +4,9 @@ The snapshot is read beside the live index, then swapped in: searches never stop
 flight finish on the old index. It is saved into this node's data dir, so a restart serves it,
 and with the ``item-deltas`` consumer running its offsets become where the consumer replays
 from, so the deltas that came after the snapshot apply to it too.
+
+A version held back (building) stays so: only a promote serves it. A version declared dropped
+is refused (409): a bulk load that outlived a retire must not bring the retired index back.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from nrtrec.ann import AnnError, Snapshot, SnapshotStore, VectorIndex
+from nrtrec.query_node.declarations import Declarations
 from nrtrec.query_node.deltas import Snapshotter
 from nrtrec.query_node.errors import QueryNodeError
-from nrtrec.query_node.http.deps import TOKEN_REQUIRED, IndexNameParam, Node
+from nrtrec.query_node.http.deps import TOKEN_REQUIRED, IndexNameParam, Node, NodeDeclarations
 from nrtrec.query_node.http.errors import error_response
 from nrtrec.query_node.node import QueryNode
 from nrtrec.schemas.query_api import LoadedIndex, LoadRequest, LoadResult
@@ -39,10 +43,18 @@ NodeSnapshotter = Annotated[Snapshotter, Depends(_snapshotter)]
     "/{name}/load",
     dependencies=TOKEN_REQUIRED,
     response_model=LoadResult,
-    responses={404: {"description": "no snapshot there"}, 422: {"description": "unreadable"}},
+    responses={
+        404: {"description": "no snapshot there"},
+        409: {"description": "the version was dropped"},
+        422: {"description": "unreadable"},
+    },
 )
 def load(
-    name: IndexNameParam, body: LoadRequest, node: Node, snapshotter: NodeSnapshotter
+    name: IndexNameParam,
+    body: LoadRequest,
+    node: Node,
+    snapshotter: NodeSnapshotter,
+    declarations: NodeDeclarations,
 ) -> LoadResult | JSONResponse:
     if node.settings.token is None:
         # Reading files the caller names is for a node whose writes are closed, and only then.
@@ -59,9 +71,15 @@ def load(
         return error_response(404, "not_found", str(e))
     except (QueryNodeError, AnnError, OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
         return error_response(422, "invalid_snapshot", f"{type(e).__name__}: {e}")
+    if dropped := _dropped(declarations, found):
+        return error_response(409, "dropped", dropped)
     loaded = []
     for index, snapshot in found:
         saved = snapshotter.load(index, snapshot.offsets)
+        if dropped := _dropped(declarations, [(index, snapshot)]):
+            # The drop was applied while this snapshot was read or swapped: apply it again.
+            node.drop_index(index.name, index.model_version)
+            return error_response(409, "dropped", dropped)
         log.info(
             "swapped in %s v%d (%d items) from %s",
             index.name,
@@ -80,6 +98,21 @@ def load(
             )
         )
     return LoadResult(loaded=loaded)
+
+
+def _dropped(
+    declarations: Declarations | None, found: list[tuple[VectorIndex, Snapshot]]
+) -> str | None:
+    """Why a load is refused: a version of ``found`` is declared dropped (None: none is)."""
+    if declarations is None:
+        return None
+    for index, _ in found:
+        if declarations.is_dropped(index.name, index.model_version):
+            return (
+                f"{index.name!r} v{index.model_version} was dropped (retired); "
+                "create it again before loading a snapshot of it"
+            )
+    return None
 
 
 def _inside_import_root(node: QueryNode, body: LoadRequest) -> Path:

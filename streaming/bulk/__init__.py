@@ -16,7 +16,7 @@ from nrtrec.streaming.bulk.manifest import (
     read_listings_offsets,
     read_manifest,
 )
-from nrtrec.streaming.bulk.marks import high_watermarks
+from nrtrec.streaming.bulk.marks import high_watermarks, item_delta_marks
 from nrtrec.streaming.bulk.run import run_bulk
 from nrtrec.streaming.errors import BulkError
 
@@ -29,6 +29,7 @@ __all__ = [
     "ShardLayout",
     "default_out_dir",
     "high_watermarks",
+    "item_delta_marks",
     "load_snapshots",
     "read_catalogue",
     "read_listings_offsets",

@@ -3,10 +3,13 @@ partition between leaders."""
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from nrtrec.core.settings import Settings
 from nrtrec.streaming.errors import BulkError
 
 METADATA_TIMEOUT_S = 15.0
@@ -32,6 +35,25 @@ def high_watermarks(consumer: Consumer, topic: str) -> dict[int, tuple[int, int]
         reason = metadata.error if metadata is not None else "absent"
         raise BulkError(f"topic {topic!r} is not there ({reason}); is Kafka up (`nrtrec up`)?")
     return {p: _watermarks(consumer, topic, p) for p in sorted(metadata.partitions)}
+
+
+def item_delta_marks(settings: Settings) -> dict[int, int]:
+    """Partition → where ``item-deltas`` ends now (its high watermark): a rollout waits until
+    the query nodes have applied up to here after swapping its snapshots in."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            # Only metadata and watermarks are read: the group is never joined.
+            "group.id": f"nrtrec-marks-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "logger": logging.getLogger("nrtrec.streaming.kafka"),
+        }
+    )
+    try:
+        topic = settings.topics.item_deltas
+        return {p: high for p, (_, high) in high_watermarks(consumer, topic).items()}
+    finally:
+        consumer.close()
 
 
 def _watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:

@@ -417,6 +417,14 @@ def test_a_building_version_is_served_once_promoted_on_every_shard(nodes, gatewa
     r = gateway.post("/v1/indexes/roll/promote", json={"model_version": 3}, headers=AUTH)
     assert r.status_code == 200 and r.json() == {**listed(), "serving": True}
     assert listed()["serving"] is True
+    # A retire's first step: held back on every replica of every shard, items kept.
+    assert gateway.post("/v1/indexes/roll/hold-back", json={"model_version": 3}).status_code == 401
+    r = gateway.post("/v1/indexes/roll/hold-back", json={"model_version": 3}, headers=AUTH)
+    assert r.status_code == 200 and r.json()["serving"] is False
+    assert listed()["serving"] is False and listed()["count"] == 10
+    for node in (n for shard in nodes for n in shard):
+        [held] = [i for i in httpx.get(f"{node.url}/v1/indexes").json() if i["name"] == "roll"]
+        assert held["serving"] is False
     gateway.delete("/v1/indexes/roll", headers=AUTH)
 
 

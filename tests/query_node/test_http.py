@@ -52,7 +52,7 @@ def error(response, status: int, code: str) -> str:
 
 
 def test_healthz_and_metrics(items):
-    assert items.get("/healthz").json() == {"status": "ok", "indexes": 1}
+    assert items.get("/healthz").json() == {"status": "ok", "indexes": 1, "offsets": {}}
     items.post("/v1/indexes/items/search", json={"vector": [1, 0, 0], "k": 1})
     text = items.get("/metrics").text
     assert 'nrtrec_query_node_index_items{index="items",model_version="1"} 3.0' in text
@@ -226,6 +226,33 @@ def test_snapshot_and_restart_keep_the_indexes(settings):
         assert again.get("/v1/indexes").json()[0]["count"] == 2
         r = again.post("/v1/indexes/items/search", json={"vector": [1, 0, 0], "k": 1})
         assert r.json()["items"][0]["id"] == "doll"
+
+
+def test_a_version_keeps_its_serving_state_across_restarts(settings):
+    """A rollout's building version restarted from its snapshot is still building (a node that
+    cannot read its declarations at start must not serve it half-filled); so is one held back."""
+
+    def states(client) -> dict[int, bool]:
+        return {i["model_version"]: i["serving"] for i in client.get("/v1/indexes").json()}
+
+    with TestClient(create_app(settings)) as client:
+        for version, serving in ((1, True), (2, False)):
+            spec = {"dim": 3, "metric": "cosine", "model_version": version, "serving": serving}
+            assert client.put("/v1/indexes/items", json=spec, headers=TOKEN).status_code == 201
+        body = {"items": ITEMS, "model_version": 2}
+        assert client.post("/v1/indexes/items/upsert", json=body, headers=TOKEN).status_code == 200
+        assert client.post("/v1/indexes/items/snapshot", headers=TOKEN).status_code == 200
+    with TestClient(create_app(settings)) as client:
+        assert states(client) == {1: True, 2: False}
+        r = client.post("/v1/indexes/items/promote", json={"model_version": 2}, headers=TOKEN)
+        assert r.status_code == 200 and r.json()["serving"] is True
+        r = client.post("/v1/indexes/items/hold-back", json={"model_version": 1}, headers=TOKEN)
+        assert r.status_code == 200 and r.json()["serving"] is False
+        r = client.post("/v1/indexes/items/hold-back", json={"model_version": 1})
+        assert r.status_code == 401
+        # No snapshot asked for: the state changed, so the one taken at shutdown records it.
+    with TestClient(create_app(settings)) as client:
+        assert states(client) == {1: False, 2: True}
 
 
 def test_a_faiss_int8_index_over_http_filters_natively_and_survives_a_restart(settings):

@@ -15,7 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from nrtrec.core.settings import QueryNodeSettings, Settings
 from nrtrec.query_node import create_app
+from nrtrec.query_node.node import QueryNode
 from tests.ann.helpers import random_vectors
 from tests.conftest import free_port
 from tests.query_node.helpers import serving, stop
@@ -200,3 +202,72 @@ def test_a_building_version_is_building_on_every_replica_until_promoted(
             )
         missing = a.post("/v1/indexes/items/promote", json={"model_version": 9})
         assert missing.status_code == 404, missing.text
+
+
+def test_a_retired_version_stays_out_and_a_late_load_of_it_is_refused(
+    tmp_path: Path, bootstrap: str, topics: Topics
+) -> None:
+    """A retire holds a version back on every replica, then drops it; a bulk load of it that
+    outlives the retire (a rollout rerun late) must not serve it again, on the node that
+    dropped it or on a replica that learnt of the drop. A node's ``/healthz`` says which
+    deltas it applied, which a rollout waits on."""
+    producer = DeltaProducer(bootstrap, topics.deltas)
+    v = random_vectors(10, DIM, seed=7)
+    # The nodes read snapshots below one import root, as on a shared disk.
+    both = {"partitions": ALL, "import_root": tmp_path / "bulk"}
+    peer = settings_for(tmp_path, bootstrap, topics, "peer", **both)
+    replica = settings_for(tmp_path, bootstrap, topics, "replica", **both)
+    builder = QueryNode(
+        Settings(
+            run_dir=tmp_path / "builder",
+            query_node=QueryNodeSettings(data_dir=peer.snapshot_import_root()),
+        )
+    )
+    builder.create_index("items", 2, DIM, "cosine")
+    builder.upsert("items", [f"late-{i}" for i in range(5)], v[:5])
+    [late] = builder.snapshot("items", 2, offsets={})
+    with (
+        serving(create_app(peer)) as url,
+        serving(create_app(replica)) as url2,
+        httpx.Client(base_url=url, headers=AUTH) as a,
+        httpx.Client(base_url=url2, headers=AUTH) as b,
+    ):
+        for version in (1, 2):
+            spec = {"dim": DIM, "metric": "cosine", "model_version": version}
+            assert a.put("/v1/indexes/items", json=spec).status_code == 201
+        for i in range(10):
+            producer.upsert(f"item-{i}", v[i], version=2)
+        producer.flush()
+        ends = {f"{topics.deltas}:{p}": o + 1 for _, p, o in producer.sent}
+        wait_until("both nodes took v2", lambda: listing(b).get(2) == 10 == listing(a).get(2))
+
+        def applied(client: httpx.Client) -> dict[str, int]:
+            return client.get("/healthz").json()["offsets"]
+
+        wait_until(
+            "healthz reports the applied offsets",
+            lambda: all(applied(b).get(key, 0) >= end for key, end in ends.items()),
+        )
+
+        held = a.post("/v1/indexes/items/hold-back", json={"model_version": 2})
+        assert held.status_code == 200 and held.json()["serving"] is False
+        wait_until("the replica held v2 back too", lambda: serving_states(b) == {1: True, 2: False})
+        missing = a.post("/v1/indexes/items/hold-back", json={"model_version": 9})
+        assert missing.status_code == 404, missing.text
+
+        assert a.delete("/v1/indexes/items", params={"model_version": 2}).status_code == 200
+        wait_until("the replica dropped v2", lambda: serving_states(b) == {1: True})
+        for client in (a, b):
+            r = client.post("/v1/indexes/items/load", json={"path": str(late.path)})
+            assert r.status_code == 409 and r.json()["error"] == "dropped", r.text
+            assert "was dropped" in r.json()["detail"]
+            assert serving_states(client) == {1: True}
+
+        # Created again (a rollout of v2 anew): the snapshot loads, into a building index.
+        building = {"dim": DIM, "metric": "cosine", "model_version": 2, "serving": False}
+        assert a.put("/v1/indexes/items", json=building).status_code == 201
+        wait_until("the replica created v2 anew", lambda: 2 in serving_states(b))
+        r = b.post("/v1/indexes/items/load", json={"path": str(late.path)})
+        assert r.status_code == 200, r.text
+        assert serving_states(b) == {1: True, 2: False}
+    assert records_on(bootstrap, topics.dead_letters) == 0

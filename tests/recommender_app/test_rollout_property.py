@@ -1,9 +1,9 @@
 """A property of the model lifecycle, on the real query nodes, gateway, store and app: whatever
 order a rollout's and a retire's steps come in (a version's index created building and filled,
-user vectors written for it, promoted; an older one dropped and its user vectors removed), and
-whichever request path runs between them, no request fails and no answer searches a user's (or
-an item's) vector of one version against the index of another. Hypothesis drives the steps;
-every answer's scores are checked against the cosines of the version it names.
+user vectors written for it, promoted; an older one held back, then dropped and its user vectors
+removed), and whichever request path runs between them, no request fails and no answer searches
+a user's (or an item's) vector of one version against the index of another. Hypothesis drives
+the steps; every answer's scores are checked against the cosines of the version it names.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ class Lifecycle(RuleBasedStateMachine):
         self.users: dict[str, dict[int, np.ndarray]] = {u: {} for u in USERS}
         self.building: set[int] = set()
         self.serving: set[int] = set()
+        self.held: set[int] = set()  # held back by a retire, not dropped yet
         self.next_version = 1
         self.answers = 0
 
@@ -100,7 +101,7 @@ class Lifecycle(RuleBasedStateMachine):
             self._put_user(user, version, seed)
 
     @rule(seed=st.integers(0, 2**16))
-    @precondition(lambda self: len(self.building) + len(self.serving) < 3)
+    @precondition(lambda self: len(self.building) + len(self.serving) + len(self.held) < 3)
     def start_rollout(self, seed: int) -> None:
         self._create(seed, serving=False)
 
@@ -139,13 +140,27 @@ class Lifecycle(RuleBasedStateMachine):
 
     @rule(data=st.data())
     @precondition(lambda self: len(self.serving) > 1)
-    def retire(self, data: st.DataObject) -> None:
+    def hold_back(self, data: st.DataObject) -> None:
+        """A retire's first step; answers from the version stop within the app's cache TTL."""
         version = data.draw(st.sampled_from(sorted(self.serving)))
+        body = {"model_version": version}
+        r = self.gateway.post(f"/v1/indexes/{self.index}/hold-back", json=body)
+        assert r.status_code == 200 and r.json()["serving"] is False, r.text
+        self.serving.discard(version)
+        self.held.add(version)
+
+    @rule(data=st.data())
+    @precondition(lambda self: self.held)
+    def retire(self, data: st.DataObject) -> None:
+        """The rest of it: dropped, and each user's vector of it removed where one of a newer
+        serving version replaces it (``rollout.users.drop_user_vectors``)."""
+        version = data.draw(st.sampled_from(sorted(self.held)))
         r = self.gateway.delete(f"/v1/indexes/{self.index}", params={"model_version": version})
         assert r.status_code == 200, r.text
-        self.serving.discard(version)
+        self.held.discard(version)
         for user, vectors in self.users.items():
-            if self.store.drop_version(user, version):
+            newer = any(v > version for v in vectors if v in self.serving)
+            if version in vectors and newer and self.store.drop_version(user, version):
                 vectors.pop(version)
 
     # ---- the request paths ----------------------------------------------------------------------
@@ -172,12 +187,14 @@ class Lifecycle(RuleBasedStateMachine):
         assert r.status_code == 200, r.text
 
     def _get(self, path: str, params: dict) -> tuple[dict, int | None]:
-        """The answer, and its version: None (popular items) or one serving now."""
+        """The answer, and its version: None (popular items) or one serving now (or held back
+        by a retire since the app last listed the versions)."""
         r = self.client.get(path, params=params)
         assert r.status_code == 200, r.text
         answer = r.json()
         version = answer["model_version"]
-        assert version is None or version in self.serving, (answer, self.serving, self.building)
+        served = self.serving | self.held
+        assert version is None or version in served, (answer, self.serving, self.building)
         return answer, version
 
     def _check_scores(self, answer: dict, version: int, expected: np.ndarray) -> None:

@@ -2,7 +2,8 @@
 recommendation requests flow: ``nrtrec models train`` makes version 2, ``nrtrec models rollout
 2`` (killed with SIGKILL once, then rerun) builds its index and every user's vector while
 version 1 serves, users move to version 2 without clicking again, ``nrtrec models retire 1``
-takes version 1 away. No request fails, and no answer searched a user's vector of one version
+takes version 1 away (and ``nrtrec up`` does not bring it back); version 1 is then rolled out
+and retired again. No request fails, and no answer searched a user's vector of one version
 against the items of another: every personalized score is the cosine of the user's vector and
 the item's vector of the version the answer names."""
 
@@ -23,10 +24,12 @@ import numpy as np
 import pytest
 from confluent_kafka import Producer
 
+from nrtrec.cli.up import ensure_models
 from nrtrec.core.datasets import load_movielens
 from nrtrec.core.settings import SETTINGS_FILE_ENV, Settings, write_settings_file
 from nrtrec.inference.repository import ModelRepository
-from nrtrec.rollout.journal import JournalFile
+from nrtrec.rollout.journal import JournalFile, rollout_dir, rollout_snapshots_dir
+from nrtrec.rollout.retired import RetiredVersions
 from nrtrec.schemas import ClickEvent, encode
 from nrtrec.schemas.partitioning import PRODUCER_CONFIG
 from nrtrec.user_store import open_store
@@ -216,8 +219,8 @@ def test_roll_out_version_2_and_retire_version_1_while_traffic_flows(pipeline: P
 
         unknown = nrtrec(pipeline, "models", "rollout", "9", timeout=120)
         assert unknown.returncode == 1 and "version 9 is not registered" in unknown.stderr
-        # Where a retire killed after its first step leaves things: v1 unloaded from Triton,
-        # its index and user vectors still there. The retire run then finishes the job.
+        # Where a retire killed mid-way leaves things: v1 unloaded from Triton, its index and
+        # user vectors still there. The retire run then finishes the job.
         unloaded = nrtrec(pipeline, "models", "unload", "1", timeout=120)
         assert unloaded.returncode == 0 and '"served": [2]' in unloaded.stdout, unloaded.stderr
         retired = nrtrec(pipeline, "models", "retire", "1", timeout=300)
@@ -232,6 +235,26 @@ def test_roll_out_version_2_and_retire_version_1_while_traffic_flows(pipeline: P
             lambda: any(t > retired_at + 3 for t, *_ in traffic.answers),
             60,
         )
+        # `nrtrec up` again: a retired version is neither loaded on Triton nor indexed again.
+        assert ensure_models(settings) == [2]
+        assert index_versions(settings) == {2: True}
+
+        # Rolled out again (a retire undone) and retired again: every step is redone from the
+        # start, and the second retire leaves no journal or snapshots of it behind.
+        again = nrtrec(pipeline, "models", "rollout", "1", timeout=600)
+        assert again.returncode == 0, again.stderr + again.stdout
+        assert "resuming" not in again.stdout + again.stderr
+        assert '"complete": true' in again.stdout
+        assert index_versions(settings) == {1: True, 2: True}
+        assert all(set(v) == {1, 2} for v in user_vectors(settings, QUIET).values())
+        assert 1 not in RetiredVersions(settings).versions()
+        retired = nrtrec(pipeline, "models", "retire", "1", timeout=300)
+        assert retired.returncode == 0, retired.stderr + retired.stdout
+        assert index_versions(settings) == {2: True}
+        assert RetiredVersions(settings).versions() == {1}
+        assert not rollout_dir(settings, 1).exists()
+        assert not rollout_snapshots_dir(settings, 1).exists()
+        assert rollout_snapshots_dir(settings, 2).exists()
     finally:
         traffic.stop.set()
         thread.join(30)

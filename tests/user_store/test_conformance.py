@@ -142,6 +142,19 @@ def test_delete_forgets_the_user(store: UserVectorStore) -> None:
     assert store.put(vec("u1", 1, source_ts=1)) is True
 
 
+def test_a_put_without_create_writes_only_to_a_stored_user(store: UserVectorStore) -> None:
+    # A rollout's pass writes a vector of the new version to users it listed; one deleted
+    # since must stay deleted.
+    assert store.put(vec("gone", 2), create=False) is False
+    assert store.get("gone") is None
+    assert [ids for ids in store.user_ids() if "gone" in ids] == []
+
+    store.put(vec("here", 1), recent_items=["i1"])
+    assert store.put(vec("here", 2), create=False) is True
+    assert versions(store.get("here")) == [2, 1]
+    assert recent(store, "here") == ["i1"]
+
+
 def test_popularity_counts_add_up_and_rank(store: UserVectorStore) -> None:
     assert store.popular(10) == []
 
