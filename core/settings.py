@@ -256,6 +256,13 @@ class UserStoreSettings(BaseModel):
     # A put is an optimistic read-merge-write (Redis WATCH, Couchbase CAS); each retry follows
     # a write that another writer got in first, so N writers to one user need at most N - 1.
     write_retries: int = Field(default=10, ge=0, description="retries of a put that lost a race")
+    # A catalogue's tastes drift: the last month's views recommend better than all-time ones
+    # (bench.relevance chose 30 days: NDCG@10 0.077 against 0.044).
+    popular_window_days: int = Field(
+        default=30,
+        ge=1,
+        description="popular items: views of the last N days (up to the newest view)",
+    )
 
 
 class InferenceSettings(BaseModel):
@@ -323,6 +330,13 @@ class AppSettings(BaseModel):
     # A background refresh is not on a request's clock: it may wait longer than a request would.
     popular_refresh_timeout_s: float = Field(default=1.0, gt=0)
     popular_pool: int = Field(default=200, ge=1)
+    # The popularity prior (recommender_app/prior.py): a user whose newest click is older than
+    # `session_gap_s` gets each candidate's search score plus `popularity_prior` times the
+    # item's prior (from its views in the popular window). Returning users mostly view what is
+    # popular now; within a session the towers rank better. Defaults: what bench.relevance
+    # chose on validation (bench/results/relevance.json, two_tower_prior). 0: never.
+    popularity_prior: float = Field(default=4.0, ge=0)
+    session_gap_s: float = Field(default=1800.0, gt=0)
     # Store calls run in threads of their own, so a hung store takes at most this many.
     store_threads: int = Field(default=16, ge=1)
     # Click tracking: POST /v1/events answers 202 once the broker acknowledged, or 503 after

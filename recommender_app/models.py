@@ -17,9 +17,12 @@ DEFAULT_ARM = "default"
 class RecommendedItem(BaseModel):
     id: str
     # The search score (DESIGN: similarity for ip/cosine, distance for l2), or the view count
-    # for popular items.
+    # for popular items; with a popularity prior, the search score plus its weight times the
+    # item's prior (what the list is ranked by).
     score: float
     title: str | None = None
+    # Additive: the search score alone, when a popularity prior was added (else absent).
+    similarity: float | None = None
 
 
 class Recommendations(BaseModel):
@@ -39,6 +42,10 @@ class Recommendations(BaseModel):
     # This list's id: its record on the ``impressions`` topic, and what a click on one of its
     # items sends back (POST /v1/events). Null for similar items, which are not logged.
     request_id: str | None = None
+    # Additive: the weight of the popularity prior in the scores; 0 when the list is ranked by
+    # search scores alone (within a session, or popular items). A user whose newest click is
+    # older than the app's session gap gets the prior (recommender_app/prior.py).
+    popularity_prior: float = 0.0
 
 
 class ViewedItem(BaseModel):

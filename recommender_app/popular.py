@@ -1,24 +1,29 @@
 """The non-personalized fallback: the most viewed items, kept ready in the app.
 
 A background loop reads the store's ``popular(popular_pool)`` every ``popular_refresh_s`` and
-looks up the items' attributes (titles, and what filters test) at the newest live version. The
-answer to a request comes from that copy, so it is there when the store is slow or down: it is
-then as old as the last refresh that worked, and the response says so.
+looks up the items at every live version: their attributes (titles, and what filters test) at
+the newest, and their vectors at each, which the popularity prior (:mod:`.prior`) scores a
+returning user against. The answer to a request comes from that copy, so it is there when the
+store is slow or down: it is then as old as the last refresh that worked, and the response says
+so.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import numpy as np
 
 from nrtrec.core.settings import Settings
 from nrtrec.query_node.client import QueryApiError, QueryReader
+from nrtrec.recommender_app.prior import prior
 from nrtrec.recommender_app.store import AsyncStore
 from nrtrec.recommender_app.versions import LiveVersions
+from nrtrec.schemas.query_api import StoredItem
 from nrtrec.user_store import StoreError
 
 log = logging.getLogger(__name__)
@@ -32,11 +37,22 @@ class PopularItem:
 
 
 @dataclass(frozen=True)
+class PoolVectors:
+    """The popular items found in one version's index: their vectors and priors."""
+
+    ids: list[str]
+    vectors: np.ndarray  # [n, dim] float32, as stored (unit length for cosine)
+    priors: np.ndarray  # [n], prior.prior of their views
+    attributes: list[dict[str, Any]]  # at this version (what filters test)
+
+
+@dataclass(frozen=True)
 class PopularList:
     items: list[PopularItem]
     # When the store last answered (monotonic), and why the last refresh failed, if it did.
     refreshed_at: float | None
     error: str | None
+    by_version: dict[int, PoolVectors] = field(default_factory=dict)
 
     def reasons(self) -> list[str]:
         if self.error is None:
@@ -81,31 +97,52 @@ class PopularItems:
             except StoreError as e:
                 if self._list.error is None:
                     log.warning("popular items: the store did not answer: %s", e)
-                self._list = PopularList(self._list.items, self._list.refreshed_at, str(e))
+                self._list = PopularList(
+                    self._list.items, self._list.refreshed_at, str(e), self._list.by_version
+                )
                 return
             known = {item.id: item.attributes for item in self._list.items}
-            attributes = await self._attributes([item_id for item_id, _ in ranked], timeout_s)
+            found = await self._lookup([item_id for item_id, _ in ranked], timeout_s)
+            newest = found[max(found)] if found else {}
             items = [
-                PopularItem(item_id, views, attributes.get(item_id, known.get(item_id)))
+                PopularItem(
+                    item_id,
+                    views,
+                    newest[item_id].attributes if item_id in newest else known.get(item_id),
+                )
                 for item_id, views in ranked
             ]
-            self._list = PopularList(items, time.monotonic(), None)
+            priors = dict(zip((i for i, _ in ranked), prior([v for _, v in ranked]), strict=True))
+            by_version = {
+                version: PoolVectors(
+                    list(stored),
+                    np.array([s.vector for s in stored.values()], np.float32),
+                    np.array([priors[i] for i in stored], np.float64),
+                    [s.attributes for s in stored.values()],
+                )
+                for version, stored in found.items()
+                if stored
+            }
+            if ranked and not found:
+                by_version = self._list.by_version  # the lookup failed: keep the last ones
+            self._list = PopularList(items, time.monotonic(), None, by_version)
 
-    async def _attributes(self, ids: list[str], timeout_s: float) -> dict[str, dict[str, Any]]:
+    async def _lookup(self, ids: list[str], timeout_s: float) -> dict[int, dict[str, StoredItem]]:
+        """Per live version, the items of ``ids`` its index holds; {} when the lookup failed."""
         if not ids:
             return {}
         try:
             listing = await self._versions.get(timeout_s)
-            live = listing.newest_first()
-            if not live:
-                return {}
-            found = await self._gateway.items(
-                self._app.index_name, ids, live[0].model_version, timeout_s=timeout_s
-            )
+            out = {}
+            for live in listing.newest_first():
+                found = await self._gateway.items(
+                    self._app.index_name, ids, live.model_version, timeout_s=timeout_s
+                )
+                out[live.model_version] = {item.id: item for item in found.items}
         except QueryApiError as e:
-            log.info("popular items: no attributes this time: %s", e)
+            log.info("popular items: no attributes or vectors this time: %s", e)
             return {}
-        return {item.id: item.attributes for item in found.items}
+        return out
 
     async def run(self) -> None:
         """Refresh forever (the app's lifespan cancels it)."""

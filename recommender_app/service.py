@@ -1,5 +1,10 @@
 """What the app answers: personalized recommendations, similar items, recent views.
 
+A user back after a break (their newest click older than ``app.session_gap_s``) gets the
+popularity prior (:mod:`.prior`): the search's hits and the popular pool, ranked by search
+score plus the prior's weight times each item's prior; the answer says the weight
+(``popularity_prior``) and each item's search score (``similarity``).
+
 Version safety (DESIGN.md, "Embedding versions"): a vector is only ever searched against the
 index of its own ``model_version``. A user's versions are tried newest first; the first with a
 live index answers (``personalized`` when it is the user's newest, ``older-version`` otherwise);
@@ -22,11 +27,14 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from nrtrec.core.settings import Settings
 from nrtrec.query_node.client import NotFound, QueryApiError, QueryReader, Refused, Unavailable
 from nrtrec.recommender_app.arms import DEFAULT, Arm
 from nrtrec.recommender_app.models import DEFAULT_ARM
-from nrtrec.recommender_app.popular import PopularItems
+from nrtrec.recommender_app.popular import PoolVectors, PopularItems
+from nrtrec.recommender_app.prior import PopularityPrior
 from nrtrec.recommender_app.store import AsyncStore
 from nrtrec.recommender_app.timing import Timings
 from nrtrec.recommender_app.versions import Listing, LiveVersions
@@ -57,6 +65,8 @@ class Answer:
     request_id: str | None = None
     # Seconds since the newest click behind the user vector searched with (personalized only).
     vector_age_s: float | None = None
+    # The popularity prior's weight in the items' scores (0: scores are search scores).
+    popularity_prior: float = 0.0
 
 
 def _arm_missed(arm: Arm, record: UserVectors, listing: Listing | None) -> str:
@@ -79,6 +89,50 @@ def _item(hit: SearchHit) -> Json:
     return item
 
 
+# Metrics whose search score is a similarity (larger is nearer), which a prior can be added to.
+SIMILARITIES = ("cosine", "ip")
+
+
+def _with_prior(
+    hits: list[Json],
+    user: list[float],
+    metric: str,
+    pool: PoolVectors,
+    weight: float,
+    k: int,
+    viewed: set[str],
+    filter: Filter,
+) -> list[Json]:
+    """The top ``k`` of the hits and the pool's items by search score + ``weight`` * prior.
+
+    A hit outside the pool has prior 0. A pool item the search did not return is scored here,
+    with the same similarity the node computes (cosine or inner product); the pool's items that
+    the user viewed or the filter refuses stay out, as the search leaves them out.
+    """
+    query = np.asarray(user, np.float64)
+    similarity = pool.vectors.astype(np.float64) @ query
+    if metric == "cosine":
+        norms = np.linalg.norm(pool.vectors.astype(np.float64), axis=1) * np.linalg.norm(query)
+        similarity = similarity / np.maximum(norms, 1e-12)
+    prior_of = dict(zip(pool.ids, pool.priors.tolist(), strict=True))
+    scored = {h["id"]: {**h, "similarity": h["score"]} for h in hits}
+    for item_id, sim, item_attributes in zip(
+        pool.ids, similarity.tolist(), pool.attributes, strict=True
+    ):
+        if item_id in scored or item_id in viewed or not filter.matches(item_attributes):
+            continue
+        item: Json = {"id": item_id, "similarity": sim}
+        title = (item_attributes or {}).get("title")
+        if title is not None:
+            item["title"] = str(title)
+        scored[item_id] = item
+    for item in scored.values():
+        item["score"] = item["similarity"] + weight * prior_of.get(item["id"], 0.0)
+    # Ties in reverse id order, so the order does not depend on which list an item came from.
+    ranked = sorted(scored.values(), key=lambda i: (i["score"], i["id"]), reverse=True)
+    return ranked[:k]
+
+
 class Recommender:
     def __init__(
         self,
@@ -95,6 +149,7 @@ class Recommender:
         self._gateway = gateway
         self._versions = versions
         self._popular = popular
+        self._prior = PopularityPrior(settings.app.popularity_prior, settings.app.session_gap_s)
 
     # ---- GET /v1/users/{user_id}/recommendations ------------------------------------------
 
@@ -169,7 +224,16 @@ class Recommender:
             kept = [_item(h) for h in hits if h.id not in viewed][:k]
             source = Source.PERSONALIZED if version == newest else Source.OLDER_VERSION
             age = max(0.0, time.time() - user_vector.source_ts / 1000)
-            return Answer(kept, version, source, reasons, arm.name, vector_age_s=age)
+            weight = self._prior.weight_after(age) if live.metric in SIMILARITIES else 0.0
+            pool = self._popular.current.by_version.get(version)
+            if weight and pool is not None:
+                kept = _with_prior(kept, user_vector.vector, live.metric, pool, weight, k, viewed,
+                                   filter)  # fmt: skip
+            else:
+                weight = 0.0  # no pool vectors yet at this version: the search's own ranking
+            return Answer(
+                kept, version, source, reasons, arm.name, vector_age_s=age, popularity_prior=weight
+            )
         return None
 
     # ---- GET /v1/items/{item_id}/similar ---------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -90,6 +90,11 @@ class UserVectorWriter:
                     stale += 1
         return BatchReport(written, stale, len(histories) - len(users), version)
 
-    def count_views(self, items: Counter[str]) -> None:
-        if items:
-            self.store.add_views(items)
+    def count_views(self, views: Mapping[tuple[int, str], int]) -> None:
+        """Add the batch's views, counted by (UTC day of the click, item id): one
+        ``add_views`` per day, so that each lands in its own day's popularity."""
+        by_day: dict[int, Counter[str]] = defaultdict(Counter)
+        for (day, item), n in views.items():
+            by_day[day][item] += n
+        for day, counts in sorted(by_day.items()):
+            self.store.add_views(counts, day=day)

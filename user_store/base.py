@@ -11,7 +11,7 @@ from nrtrec.schemas import UserVector, UserVectors
 
 
 class UserVectorStore(ABC):
-    """User vectors by user id, the last few model versions each, plus item popularity.
+    """User vectors by user id, the last few model versions each, plus item views per day.
 
     Writes are idempotent so that a streaming job replaying from a checkpoint cannot make a
     user's record go back in time: a vector older (``source_ts``) than the stored one of the
@@ -57,12 +57,23 @@ class UserVectorStore(ABC):
         SCAN may, rarely, list a user twice (callers' work per user is idempotent)."""
 
     @abstractmethod
-    def add_views(self, counts: Mapping[str, int]) -> None:
-        """Add item view counts, which :meth:`popular` ranks."""
+    def add_views(self, counts: Mapping[str, int], *, day: int | None = None) -> None:
+        """Add item view counts to ``day``'s, which :meth:`popular` sums over its window.
+
+        ``day`` is the UTC day number of the views (``common.day_of(ts_ms)``); None is today
+        by the wall clock. Views are kept per day so that popularity can follow a catalogue's
+        drifting tastes: a day outside every window is dropped in time.
+        """
 
     @abstractmethod
     def popular(self, k: int) -> list[tuple[str, float]]:
-        """The ``k`` most viewed items, most viewed first, as (item_id, count)."""
+        """The ``k`` most viewed items over the ``popular_window_days`` days ending at the
+        newest day that has views, most viewed first (ties in reverse id order), as
+        (item_id, views); [] when there are none.
+
+        The window ends at the newest view, not at the wall clock, so that a replayed old click
+        stream still has popular items.
+        """
 
     @abstractmethod
     def ping(self) -> None:

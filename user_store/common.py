@@ -7,6 +7,7 @@ does; a backend only supplies the atomic read-merge-write around it (WATCH/MULTI
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
@@ -22,8 +23,37 @@ def user_key(prefix: str, user_id: str) -> str:
 
 
 def popular_key(prefix: str) -> str:
-    """The key of the item view counts that ``popular`` ranks."""
+    """The base of the popularity keys (until views were counted per day, the one key of
+    all-time counts; a store that still holds it no longer reads it)."""
     return f"{prefix}popular"
+
+
+def popular_day_key(prefix: str, day: int) -> str:
+    """The key of one UTC day's item view counts."""
+    return f"{popular_key(prefix)}:{day}"
+
+
+def popular_days_key(prefix: str) -> str:
+    """The key of the days that have views, which ``popular`` reads its newest day from."""
+    return f"{popular_key(prefix)}:days"
+
+
+DAY_MS = 86_400_000
+
+
+def day_of(ts_ms: int) -> int:
+    """The UTC day number of a timestamp in milliseconds: ``add_views``'s ``day``."""
+    return ts_ms // DAY_MS
+
+
+def today() -> int:
+    """The UTC day number of the wall clock (``add_views`` without a ``day``)."""
+    return day_of(int(time.time() * 1000))
+
+
+def popular_window(newest: int, window_days: int) -> range:
+    """The days whose views ``popular`` sums: the ``window_days`` ending at ``newest``."""
+    return range(newest - window_days + 1, newest + 1)
 
 
 def merge(

@@ -5,10 +5,17 @@ Layout (``p`` is ``settings.user_store.key_prefix``):
 - ``{p}user:{user_id}``: the ``UserVectors`` document, with expiry ``ttl_s`` set on every write.
   Couchbase keys stop at 250 bytes, so a longer one becomes ``{p}user#sha256:{hex of user_id}``
   (the document still names its ``user_id``);
-- ``{p}popular``: one document ``{item_id: views}``, bumped with sub-document increments, which
-  the server applies atomically: no read, no CAS race between writers. ``popular`` ranks it in
-  Python; a counter document per item would need a N1QL index to rank. One document holds a few
-  hundred thousand items before Couchbase's 20 MB document limit.
+- ``{p}popular:{day}``: one document per UTC day, ``{item_id: views}``, bumped with
+  sub-document increments, which the server applies atomically: no read, no CAS race between
+  writers. ``popular`` sums the window's days and ranks them in Python; a counter document per
+  item would need a N1QL index to rank. One document holds a few hundred thousand items before
+  Couchbase's 20 MB document limit.
+- ``{p}popular:days``: the days that have views, ``{day: 1}`` (sub-document upserts, no
+  expiry), for ``popular`` to find the newest day and its window's. A day is registered before
+  its first views land (as users are); registering a day newer than every known one prunes the
+  days before its window, documents first, then fields (best effort: a failure there leaves
+  them for the next prune and does not fail the add). ``{p}popular``, the all-time counts of
+  before, is no longer read or written.
 - ``{p}users:{0..63}``: which users there are, ``{user_id: 1}`` in the document
   ``user_shard(user_id, 64)`` names (no expiry), for ``user_ids``: CouchbaseMock has no N1QL
   and no range scan to list keys with. The field name is escaped as ``popular``'s are; an id
@@ -31,7 +38,9 @@ itself and each call is bounded by ``timeout_s``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import timedelta
@@ -73,7 +82,10 @@ from nrtrec.user_store.common import (
     conflict_retrying,
     in_batches,
     merge,
-    popular_key,
+    popular_day_key,
+    popular_days_key,
+    popular_window,
+    today,
     user_key,
     user_shard,
     without_version,
@@ -87,6 +99,8 @@ MAX_SUBDOC_SPECS = 16
 MAX_PATH_BYTES = 1024
 # Documents listing the users (``user_ids``).
 REGISTRY_SHARDS = 64
+
+log = logging.getLogger("nrtrec.user_store.couchbase")
 
 # The SDK's ways of saying "no answer in time" or "no node to send it to".
 _UNAVAILABLE = (
@@ -132,7 +146,9 @@ class CouchbaseUserVectorStore(UserVectorStore):
             except BaseException:
                 self._cluster.close()
                 raise
-        self._popular = popular_key(self._cfg.key_prefix)
+        self._days = popular_days_key(self._cfg.key_prefix)
+        # Days this store registered: their later views need no registering.
+        self._registered_days: set[int] = set()
 
     def put(
         self,
@@ -217,31 +233,87 @@ class CouchbaseUserVectorStore(UserVectorStore):
             with attempt:
                 self._collection.mutate_in(self._registry_key(user_id), spec, options)
 
-    def add_views(self, counts: Mapping[str, int]) -> None:
+    def add_views(self, counts: Mapping[str, int], *, day: int | None = None) -> None:
         specs = [
             (increment if n > 0 else decrement)(_field_path(item), abs(n))
             for item, n in counts.items()
             if n  # the server rejects a zero delta
         ]
+        if not specs:
+            return
+        day = today() if day is None else day
+        with self._errors("add views"):
+            newer = self._register_day(day)
         # UPSERT semantics create the document on the first views. Each chunk is atomic; a
         # batch of more than 16 items is several, so a failure midway may land part of it.
         options = MutateInOptions(store_semantics=StoreSemantics.UPSERT)
+        key = popular_day_key(self._cfg.key_prefix, day)
         with self._errors("add views"):
             for start in range(0, len(specs), MAX_SUBDOC_SPECS):
                 chunk = specs[start : start + MAX_SUBDOC_SPECS]
                 # Two first writers may both try to create the document; the loser retries.
                 for attempt in conflict_retrying(_CONFLICTS, self._cfg.write_retries):
                     with attempt:
-                        self._collection.mutate_in(self._popular, chunk, options)
+                        self._collection.mutate_in(key, chunk, options)
+        if newer:
+            self._prune(newer, day)
+
+    def _known_days(self) -> list[int]:
+        try:
+            return [int(d) for d in self._collection.get(self._days).content_as[dict]]
+        except DocumentNotFoundException:
+            return []
+
+    def _register_day(self, day: int) -> list[int]:
+        """List ``day`` in the days document; the days known before when it is newer than all
+        of them (for :meth:`_prune`), else []."""
+        if day in self._registered_days:
+            return []
+        known = self._known_days()
+        if day not in known:
+            # UPSERT creates the document with the first day; a lost creation race retries.
+            options = MutateInOptions(store_semantics=StoreSemantics.UPSERT)
+            for attempt in conflict_retrying(_CONFLICTS, self._cfg.write_retries):
+                with attempt:
+                    self._collection.mutate_in(self._days, [upsert(f"`{day}`", 1)], options)
+        self._registered_days = {
+            d for d in self._registered_days if d > day - self._cfg.popular_window_days
+        } | {day}
+        return known if known and day > max(known) else []
+
+    def _prune(self, known: list[int], newest: int) -> None:
+        """Forget the days before ``newest``'s window: their documents, then their fields (a
+        field whose document is still there is deleted by the next prune)."""
+        old = [d for d in known if d < popular_window(newest, self._cfg.popular_window_days).start]
+        try:
+            for d in old:
+                with suppress(DocumentNotFoundException):
+                    self._collection.remove(popular_day_key(self._cfg.key_prefix, d))
+            for start in range(0, len(old), MAX_SUBDOC_SPECS):
+                chunk = old[start : start + MAX_SUBDOC_SPECS]
+                # A chunk fails whole when another writer pruned one of its days first.
+                with suppress(PathNotFoundException):
+                    self._collection.mutate_in(self._days, [remove(f"`{d}`") for d in chunk])
+        except CouchbaseException as exc:
+            log.warning("couchbase: pruning popularity days %s failed: %s", old, exc)
 
     def popular(self, k: int) -> list[tuple[str, float]]:
         if k <= 0:
             return []
         with self._errors("read popular items"):
-            try:
-                counts: dict[str, int] = self._collection.get(self._popular).content_as[dict]
-            except DocumentNotFoundException:
+            known = self._known_days()
+            if not known:
                 return []
+            window = popular_window(max(known), self._cfg.popular_window_days)
+            keys = [popular_day_key(self._cfg.key_prefix, d) for d in known if d in window]
+            # One round trip for the window's documents; a missing one has no views.
+            result = self._collection.get_multi(keys)
+            for error in result.exceptions.values():
+                if not isinstance(error, DocumentNotFoundException):
+                    raise error
+            counts: Counter[str] = Counter()
+            for got in result.results.values():
+                counts.update(got.content_as[dict])
         # Most views first; ties in reverse id order, as Redis's ZREVRANGE breaks them.
         ranked = sorted(counts.items(), key=lambda kv: (kv[1], _field_name(kv[0])), reverse=True)
         return [(_field_name(name), float(n)) for name, n in ranked[:k]]

@@ -1,9 +1,14 @@
-"""The Redis backend: one JSON string per user, one sorted set of item views.
+"""The Redis backend: one JSON string per user, one sorted set of item views per day.
 
-Layout (``p`` is ``settings.user_store.key_prefix``):
+Layout (``p`` is ``settings.user_store.key_prefix``; ``w`` is ``popular_window_days``):
 
 - ``{p}user:{user_id}``: the ``UserVectors`` JSON, with expiry ``ttl_s`` set on every write;
-- ``{p}popular``: a sorted set, member item id, score its view count (no expiry).
+- ``{p}popular:{day}``: a sorted set per UTC day, member item id, score its views that day;
+  every write sets its expiry to ``w + 2`` days, so a day no window reads goes away by itself;
+- ``{p}popular:days``: a sorted set of the days that have views (member and score the day),
+  the last ``w`` only, for ``popular`` to find the newest one; same expiry, set on every write.
+  ``popular`` sums the window's days with ZUNIONSTORE into a scratch key, ranks and deletes it.
+  (``{p}popular``, the all-time counts of before, is no longer read or written.)
 
 ``user_ids`` is a ``SCAN`` over ``{p}user:*``: no list of users to keep in step.
 
@@ -37,7 +42,11 @@ from nrtrec.user_store.common import (
     conflict_retrying,
     in_batches,
     merge,
+    popular_day_key,
+    popular_days_key,
     popular_key,
+    popular_window,
+    today,
     user_key,
     without_version,
 )
@@ -60,7 +69,12 @@ class RedisUserVectorStore(UserVectorStore):
             retry_on_error=[RedisConnectionError],
         )
         self._client = redis.Redis(connection_pool=self._pool)
-        self._popular = popular_key(self._cfg.key_prefix)
+        self._days = popular_days_key(self._cfg.key_prefix)
+        # The one scratch key of popular(): its ZUNIONSTORE, ZREVRANGE and DEL run in one
+        # MULTI/EXEC, which no other client's command interleaves, so concurrent readers never
+        # see each other's union; and a fixed name cannot leave stray keys behind.
+        self._scratch = f"{popular_key(self._cfg.key_prefix)}:scratch"
+        self._keep_s = (self._cfg.popular_window_days + 2) * 86_400
 
     def put(
         self,
@@ -98,21 +112,43 @@ class RedisUserVectorStore(UserVectorStore):
         with self._errors(f"delete user {user_id!r}"):
             self._client.delete(user_key(self._cfg.key_prefix, user_id))
 
-    def add_views(self, counts: Mapping[str, int]) -> None:
+    def add_views(self, counts: Mapping[str, int], *, day: int | None = None) -> None:
         increments = {item: n for item, n in counts.items() if n}
         if not increments:
             return
+        day = today() if day is None else day
+        key = popular_day_key(self._cfg.key_prefix, day)
+        oldest = popular_window(day, self._cfg.popular_window_days).start
         with self._errors("add views"), self._client.pipeline(transaction=True) as pipe:
             # One MULTI/EXEC: every count of the batch lands, or none does.
             for item, n in increments.items():
-                pipe.zincrby(self._popular, n, item)
+                pipe.zincrby(key, n, item)
+            pipe.expire(key, self._keep_s)
+            pipe.zadd(self._days, {str(day): day})
+            # Days before ``day``'s window are before the newest day's window too.
+            pipe.zremrangebyscore(self._days, "-inf", f"({oldest}")
+            pipe.expire(self._days, self._keep_s)
             pipe.execute()
 
     def popular(self, k: int) -> list[tuple[str, float]]:
         if k <= 0:  # ZREVRANGE 0 -1 would mean "everything"
             return []
+        window = self._cfg.popular_window_days
         with self._errors("read popular items"):
-            ranked = self._client.zrevrange(self._popular, 0, k - 1, withscores=True)
+            newest_first = self._client.zrevrange(self._days, 0, window - 1, withscores=True)
+            if not newest_first:
+                return []
+            days = popular_window(int(newest_first[0][1]), window)
+            keys = [
+                popular_day_key(self._cfg.key_prefix, int(d))
+                for _, d in newest_first
+                if int(d) in days
+            ]
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.zunionstore(self._scratch, keys)  # a missing (expired) day counts as empty
+                pipe.zrevrange(self._scratch, 0, k - 1, withscores=True)
+                pipe.delete(self._scratch)
+                _, ranked, _ = pipe.execute()
         return [(item.decode(), float(score)) for item, score in ranked]
 
     def ping(self) -> None:

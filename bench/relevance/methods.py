@@ -1,4 +1,7 @@
-"""The five methods, fitted on the events before a cut, and their knobs tuned on validation.
+"""The methods, fitted on the events before a cut, and their knobs tuned on validation.
+
+Four baselines, the two towers alone, and what the app serves: the towers plus its popularity
+prior for a user back after a break (``two_tower_prior``, :mod:`nrtrec.recommender_app.prior`).
 
 Tuning fits every method before ``T_val`` and scores the validation cases in ``[T_val, T)`` by
 NDCG@10 (:func:`bench.relevance.scoring.mean_ndcg`); the test cases never reach it. The chosen
@@ -15,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from nrtrec.core.settings import AppSettings
 from nrtrec.inference.towers import TowerWeights, item_head, user_tower
 from nrtrec.inference.training.baselines import (
     CoOccurrence,
@@ -29,10 +33,13 @@ from nrtrec.inference.training.id_tower import IdTowers, train_with_ids
 from nrtrec.inference.training.sequential import SeqConfig, SeqModel, train_sequential
 from nrtrec.inference.training.timesplit import Cases, EventLog, sequences_before
 from nrtrec.inference.training.train import TrainConfig, recency_weights, train
+from nrtrec.recommender_app.prior import PopularityPrior, prior
 
 from .scoring import mean_ndcg
 
-METHODS = ("most_popular", "last_item_content", "co_occurrence", "sasrec", "two_tower")
+METHODS = (
+    "most_popular", "last_item_content", "co_occurrence", "sasrec", "two_tower", "two_tower_prior",
+)  # fmt: skip
 # --id-embedding adds "two_tower_id": the towers plus an id vector per seen item (not served).
 
 
@@ -51,6 +58,10 @@ class Grids:
     tower_tau: tuple[float, ...] = (0.05, 0.07, 0.1)
     # Recency-weighted examples (TrainConfig.half_life_days), tried at the chosen epochs and tau.
     tower_half_life: tuple[float | None, ...] = (None, 60.0, 30.0, 15.0)
+    # The served prior (two_tower_prior), at the towers' chosen settings and most_popular's
+    # chosen window: its weight and the session gap.
+    prior_weight: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
+    session_gap_s: tuple[float, ...] = (600.0, 1800.0, 3600.0, 14400.0)
     # The experiment (--id-embedding): epochs tried at the two towers' chosen temperature.
     id_embedding: bool = False
     id_epochs: tuple[int, ...] = (4, 6, 10)
@@ -59,7 +70,7 @@ class Grids:
     def quick(cls, id_embedding: bool = False) -> Grids:
         return cls(
             (None, 30), (10,), ("cosine",), (5,), (0.8,), (0.2,), (2, 4), (2,), (0.07,),
-            (None, 30.0), id_embedding, (2,),
+            (None, 30.0), (4.0,), (1800.0,), id_embedding, (2,),
         )  # fmt: skip
 
 
@@ -92,11 +103,56 @@ class TwoTower:
     weights: TowerWeights
     text: np.ndarray
 
-    def scores(self, history: Sequence[np.ndarray], history_ts: Sequence[np.ndarray]) -> np.ndarray:
+    def scores(
+        self,
+        history: Sequence[np.ndarray],
+        history_ts: Sequence[np.ndarray],
+        at: np.ndarray | None = None,
+    ) -> np.ndarray:
         items = item_head(self.weights, self.text)
         rows, mask = histories(list(history), self.weights.max_history)
         users = user_tower(self.weights, items[rows] * mask[..., None], mask)
         return users @ items.T
+
+
+@dataclass(frozen=True)
+class WithPrior:
+    """What the app serves: the towers' scores, plus, for a case whose user was away longer
+    than the session gap, the prior's weight times each item's prior. The prior is the app's
+    own function of the popular pool's views (the pool: the ``pool`` most viewed items in the
+    window before the cut; 0 for every other item)."""
+
+    towers: TwoTower
+    priors: np.ndarray  # [items]
+    prior: PopularityPrior
+
+    def scores(
+        self,
+        history: Sequence[np.ndarray],
+        history_ts: Sequence[np.ndarray],
+        at: np.ndarray | None = None,
+    ) -> np.ndarray:
+        if at is None:
+            raise ValueError("the popularity prior needs each case's second (at)")
+        scores = self.towers.scores(history, history_ts)
+        away = np.asarray(at) - np.array([ts[-1] for ts in history_ts])
+        return scores + self.prior.weights_after(away)[:, None] * self.priors[None, :]
+
+
+def pool_priors(counts: np.ndarray, pool: int) -> np.ndarray:
+    """Per item, its prior as the app computes it: the ``pool`` most viewed (store order: most
+    views first) get ``prior.prior`` of their views, every other item 0."""
+    top = np.argsort(-counts, kind="stable")[:pool]
+    top = top[counts[top] > 0]
+    out = np.zeros(len(counts), np.float64)
+    out[top] = prior(counts[top])
+    return out
+
+
+def fit_with_prior(fit: Fit, towers: TwoTower, params: dict[str, Any]) -> WithPrior:
+    counts = event_counts(fit.log, fit.cut, params["window_days"])
+    priors = pool_priors(counts, AppSettings().popular_pool)
+    return WithPrior(towers, priors, PopularityPrior(params["weight"], params["session_gap_s"]))
 
 
 def fit_two_tower(
@@ -140,6 +196,9 @@ def fit_method(fit: Fit, method: str, params: dict[str, Any]) -> Scorer:
         return train_sequential(fit.sequences, fit.log.n_items, config)
     if method == "two_tower":
         return fit_two_tower(fit, params["epochs"], params["tau"], params["half_life_days"])
+    if method == "two_tower_prior":
+        towers = fit_two_tower(fit, params["epochs"], params["tau"], params["half_life_days"])
+        return fit_with_prior(fit, towers, params)
     if method == "two_tower_id":
         return fit_id_towers(fit, params["epochs"], params["tau"], params["half_life_days"])
     raise ValueError(f"unknown method {method!r}")
@@ -223,6 +282,15 @@ def tune(
         trials.append({**best, "half_life_days": half_life, "val_ndcg@10": ndcg})
         say(f"    two_tower at the best, half_life_days={half_life}: {ndcg:.4f}")
     record("two_tower", trials, t)
+
+    t, trials = time.perf_counter(), []
+    chosen = {**out["two_tower"]["chosen"], **out["most_popular"]["chosen"]}
+    towers = fit_two_tower(fit, chosen["epochs"], chosen["tau"], chosen["half_life_days"])
+    for weight, gap in itertools.product(grids.prior_weight, grids.session_gap_s):
+        params = {**chosen, "weight": weight, "session_gap_s": gap}
+        ndcg = score(fit_with_prior(fit, towers, params))
+        trials.append({**params, "val_ndcg@10": ndcg})
+    record("two_tower_prior", trials, t)
 
     if grids.id_embedding:
         t, trials = time.perf_counter(), []

@@ -18,6 +18,7 @@ COLOURS = {
     "co_occurrence": "tab:blue",
     "sasrec": "tab:purple",
     "two_tower": "tab:red",
+    "two_tower_prior": "tab:brown",
     "two_tower_id": "tab:orange",
 }
 

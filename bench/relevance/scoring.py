@@ -27,6 +27,9 @@ from nrtrec.inference.training.metrics import (
 from nrtrec.inference.training.timesplit import Cases
 
 SLICES = ("overall", "short_history", "new_items")
+# What the app serves (the towers plus its popularity prior), and what it is measured against.
+SERVED = "two_tower_prior"
+BASELINES = ("most_popular", "last_item_content", "co_occurrence", "sasrec")
 SHORT_HISTORY = 5
 CHUNK = 2048  # cases scored at a time: [2048, 1682] float64 is 28 MB
 MIN_USERS = 30  # below this a slice's verdict says its interval is too wide to read
@@ -40,7 +43,7 @@ def case_table(
     for start in range(0, len(cases), CHUNK):
         window = slice(start, start + CHUNK)
         history, history_ts = cases.history[window], cases.history_ts[window]
-        scores = scorer.scores(history, history_ts)
+        scores = scorer.scores(history, history_ts, cases.at[window])
         ranks = target_ranks(scores, history, cases.targets[window], tie_position)
         parts["all"].append(case_metrics(ranks))
         # The new targets' ranks are the same ranks, restricted: a cold target's rank among
@@ -85,6 +88,7 @@ def report(
                 users, means = per_user_means(table[name][metric], cases.user)
                 per_user[metric][method] = means
         in_slice = ~np.isnan(next(iter(tables.values()))[name]["ndcg@10"])
+        rivals = [m for m in BASELINES if m in tables]
         draws = bootstrap_indices(len(users), resamples, seed)
         out[name] = {
             "users": len(users),
@@ -93,12 +97,17 @@ def report(
                 method: {m: summary(per_user[m][method], draws) for m in METRICS}
                 for method in tables
             },
-            "verdict": {
-                m: {
-                    **verdict(per_user[m], draws, metric=m),
-                    "too_few_users": len(users) < MIN_USERS,
+            # The served ranking, and the towers alone, each against the baselines.
+            **{
+                key: {
+                    m: {
+                        **verdict(per_user[m], draws, ours, m, rivals),
+                        "too_few_users": len(users) < MIN_USERS,
+                    }
+                    for m in METRICS
                 }
-                for m in METRICS
+                for key, ours in (("verdict", SERVED), ("towers_alone", "two_tower"))
+                if ours in tables
             },
         }
     return out

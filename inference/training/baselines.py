@@ -28,8 +28,13 @@ DAY_S = 86_400
 
 class Scorer(Protocol):
     def scores(
-        self, history: Sequence[np.ndarray], history_ts: Sequence[np.ndarray]
-    ) -> np.ndarray: ...
+        self,
+        history: Sequence[np.ndarray],
+        history_ts: Sequence[np.ndarray],
+        at: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """``at``: each case's second (only a scorer that reads the time away uses it)."""
+        ...
 
 
 def event_counts(log: EventLog, cut: int, window_days: int | None = None) -> np.ndarray:
@@ -48,7 +53,12 @@ class Popularity:
     def fit(cls, log: EventLog, cut: int, window_days: int | None = None) -> Popularity:
         return cls(event_counts(log, cut, window_days))
 
-    def scores(self, history: Sequence[np.ndarray], history_ts: Sequence[np.ndarray]) -> np.ndarray:
+    def scores(
+        self,
+        history: Sequence[np.ndarray],
+        history_ts: Sequence[np.ndarray],
+        at: np.ndarray | None = None,
+    ) -> np.ndarray:
         return np.broadcast_to(self.counts, (len(history), len(self.counts)))
 
 
@@ -56,7 +66,12 @@ class Popularity:
 class LastItemContent:
     text: np.ndarray  # [items, 384] MiniLM vectors; normalised here
 
-    def scores(self, history: Sequence[np.ndarray], history_ts: Sequence[np.ndarray]) -> np.ndarray:
+    def scores(
+        self,
+        history: Sequence[np.ndarray],
+        history_ts: Sequence[np.ndarray],
+        at: np.ndarray | None = None,
+    ) -> np.ndarray:
         text = normalize(self.text.astype(np.float64))
         last = np.stack(
             [
@@ -118,7 +133,12 @@ class CoOccurrence:
             similarity = counts
         return cls(similarity, popularity, last_n, decay)
 
-    def scores(self, history: Sequence[np.ndarray], history_ts: Sequence[np.ndarray]) -> np.ndarray:
+    def scores(
+        self,
+        history: Sequence[np.ndarray],
+        history_ts: Sequence[np.ndarray],
+        at: np.ndarray | None = None,
+    ) -> np.ndarray:
         out = np.zeros((len(history), self.similarity.shape[0]), np.float64)
         for i, (rows, ts) in enumerate(zip(history, history_ts, strict=True)):
             rows, ts = rows[-self.last_n :], ts[-self.last_n :]

@@ -30,7 +30,12 @@ class IdTowers:
         hidden = np.maximum(self.text @ w.w1 + w.b1, 0.0)
         return normalize(hidden @ w.w2 + w.b2 + self.ids)
 
-    def scores(self, history: Sequence[np.ndarray], history_ts: Sequence[np.ndarray]) -> np.ndarray:
+    def scores(
+        self,
+        history: Sequence[np.ndarray],
+        history_ts: Sequence[np.ndarray],
+        at: np.ndarray | None = None,
+    ) -> np.ndarray:
         items = self.item_vectors()
         rows, mask = histories(list(history), self.weights.max_history)
         users = user_tower(self.weights, items[rows] * mask[..., None], mask)

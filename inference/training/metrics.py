@@ -84,15 +84,18 @@ def verdict(
     draws: np.ndarray,
     ours: str = "two_tower",
     metric: str = "",
+    rivals: Sequence[str] | None = None,
 ) -> dict[str, object]:
     """The best method by mean, whether ``ours`` lies within the best's 95 % interval, and the
-    paired bootstrap interval of ``ours`` minus the best other method: above zero throughout,
-    ``ours`` wins; below zero throughout, it loses; else no clear difference."""
+    paired bootstrap interval of ``ours`` minus the best of ``rivals`` (None: every other
+    method): above zero throughout, ``ours`` wins; below zero throughout, it loses; else no
+    clear difference."""
     means = {name: float(v.mean()) for name, v in per_user.items() if len(v)}
-    if ours not in means or len(means) < 2:
+    rivals = [m for m in (rivals if rivals is not None else means) if m != ours and m in means]
+    if ours not in means or not rivals:
         return {"metric": metric, "best": None, "outcome": "no_users_in_slice"}
     best = max(means, key=means.__getitem__)
-    rival = max((m for m in means if m != ours), key=means.__getitem__)
+    rival = max(rivals, key=means.__getitem__)
     best_ci = summary(per_user[best], draws)["ci95"]
     diff = summary(per_user[ours] - per_user[rival], draws)
     lo, hi = diff["ci95"]

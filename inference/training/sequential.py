@@ -114,7 +114,11 @@ class SeqModel:
     config: SeqConfig
 
     def scores(
-        self, history: Sequence[np.ndarray], history_ts: Sequence[np.ndarray], batch: int = 256
+        self,
+        history: Sequence[np.ndarray],
+        history_ts: Sequence[np.ndarray],
+        at: np.ndarray | None = None,
+        batch: int = 256,
     ) -> np.ndarray:
         import jax
 

@@ -95,6 +95,9 @@ class Cases:
     targets: list[np.ndarray]  # item rows of the target second(s), minus history items
     new_targets: list[np.ndarray]  # the targets with no event before the cut (cold items)
     dropped: dict[str, int] = field(default_factory=dict)  # cases left out, by reason
+    # [n] the second of the case (its targets'): how long the user was away is ``at`` minus the
+    # history's last second (the served popularity prior reads that).
+    at: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def __len__(self) -> int:
         return len(self.user)
@@ -110,6 +113,7 @@ class _Builder:
         self.history: list[np.ndarray] = []
         self.history_ts: list[np.ndarray] = []
         self.targets: list[np.ndarray] = []
+        self.at: list[int] = []
         self.dropped = {"no_history": 0, "no_targets": 0}
 
     def add(self, u: int, rows: np.ndarray, ts: np.ndarray, upto: int, target: np.ndarray):
@@ -125,6 +129,7 @@ class _Builder:
         self.history.append(rows[:upto])
         self.history_ts.append(ts[:upto])
         self.targets.append(target)
+        self.at.append(int(ts[upto]))  # both protocols' targets start at ``upto``
 
     def build(self) -> Cases:
         return Cases(
@@ -134,6 +139,7 @@ class _Builder:
             targets=self.targets,
             new_targets=[t[self.cold[t]] for t in self.targets],
             dropped=self.dropped,
+            at=np.array(self.at, np.int64),
         )
 
 

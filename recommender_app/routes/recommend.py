@@ -57,7 +57,9 @@ def _respond(endpoint: str, answer: Answer, services: Services, t: Timings) -> R
     metrics.answers.labels(endpoint, answer.source.value, version).inc()
     if answer.model_version is not None:
         if answer.items:
-            metrics.top_score.labels(endpoint, version).observe(answer.items[0]["score"])
+            # The drift signal is the search's score, not one a prior was added to.
+            top = answer.items[0]
+            metrics.top_score.labels(endpoint, version).observe(top.get("similarity", top["score"]))
         if answer.vector_age_s is not None:
             metrics.user_vector_age.labels(version).observe(answer.vector_age_s)
     for reason in answer.reasons:
@@ -72,6 +74,7 @@ def _respond(endpoint: str, answer: Answer, services: Services, t: Timings) -> R
         "reasons": answer.reasons,
         "arm": answer.arm,
         "request_id": answer.request_id,
+        "popularity_prior": answer.popularity_prior,
     }
     body = to_json(content)
     return Response(body, media_type="application/json", headers={"Server-Timing": t.header()})

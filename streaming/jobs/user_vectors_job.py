@@ -5,7 +5,8 @@ Keyed by user: the last ``inference.max_history`` items live in keyed state (cle
 Each click updates the history and joins an
 in-memory batch; a batch is flushed when it holds ``streaming.flush_size`` users or when the
 flush timer fires (``streaming.flush_ms``). A flush looks up the items' vectors (gateway),
-runs the user tower (Triton, batched) and writes each user's vector with its model version.
+runs the user tower (Triton, batched) and writes each user's vector with its model version,
+and adds the batch's views to the store's popularity, each on its click's UTC day.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class UpdateUserVectors(KeyedProcessFunction):
         )
         self.ttl_ms = s.streaming.history_ttl_s * 1000
         self.batcher = KeyedBatcher(max_size=s.streaming.flush_size)
-        self.views: Counter[str] = Counter()
+        # Views by (UTC day of the click, item id): popularity is counted per day.
+        self.views: Counter[tuple[int, str]] = Counter()
         # Four tries of up to 2 s each: a gateway restarting is waited for, not failed over.
         client = BlockingQueryClient.of(s, timeout_s=8.0, retries=3)
         self.items = ItemVectorLookup(
@@ -77,6 +79,7 @@ class UpdateUserVectors(KeyedProcessFunction):
     def process_element(self, value, ctx: KeyedProcessFunction.Context):
         from nrtrec.streaming.batching import timer_at
         from nrtrec.streaming.history import History
+        from nrtrec.user_store.common import day_of
 
         _, event_json = value
         click = ClickEvent.model_validate_json(event_json)
@@ -84,7 +87,7 @@ class UpdateUserVectors(KeyedProcessFunction):
             click, self.settings.inference.max_history
         )
         self.history_state.update(history.to_json())
-        self.views[click.item_id] += 1
+        self.views[(day_of(click.ts), click.item_id)] += 1
         now = ctx.timer_service().current_processing_time()
         self.touched_state.update(now)
         ctx.timer_service().register_processing_time_timer(now + self.ttl_ms)

@@ -196,3 +196,44 @@ def test_fit_examples_carry_the_seconds_of_their_targets() -> None:
     assert rows[1, :2].tolist() == [2, 1] and mask.sum(axis=1).tolist() == [1, 2]
     # A tiny half-life: the older target weighs almost nothing against the newer.
     assert weights[0] < 1e-6 < weights[1]
+
+
+def test_verdict_against_named_rivals_only() -> None:
+    """The served ranking is judged against the baselines, not against its own variants."""
+    base = np.random.default_rng(3).random(200)
+    draws = bootstrap_indices(200, 500, 0)
+    per_user = {"served": base + 0.01, "variant": base + 0.05, "baseline": base}
+    v = verdict(per_user, draws, "served", rivals=["baseline"])
+    assert v["best"] == "variant" and v["best_other"] == "baseline"
+    assert v["outcome"] == "served_wins"
+    assert verdict(per_user, draws, "served")["outcome"] == "served_loses"
+
+
+def test_cases_carry_their_second() -> None:
+    log = make_log([(0, 1, 10), (0, 2, 20), (0, 3, 30), (0, 4, 30)])
+    rolling = rolling_cases(log, 20)
+    assert rolling.at.tolist() == [20, 30]
+    assert next_cases(log, 25).at.tolist() == [30]
+
+
+def test_the_served_prior_only_for_users_back_after_the_session_gap() -> None:
+    """bench.relevance's two_tower_prior: the app's prior of the pool's views, added with the
+    prior's weight when the case's second is past the session gap after the history's last."""
+    from bench.relevance.methods import WithPrior, pool_priors
+    from nrtrec.recommender_app.prior import PopularityPrior
+
+    counts = np.array([0.0, 100.0, 10.0, 50.0])
+    priors = pool_priors(counts, pool=2)  # items 1 and 3 only
+    assert priors[1] == 1.0 and priors[2] == 0.0 and priors[0] == 0.0
+    assert priors[3] == np.log1p(10 * 0.5) / np.log1p(10)
+
+    class Flat:
+        def scores(self, history, history_ts, at=None):
+            return np.zeros((len(history), 4))
+
+    served = WithPrior(Flat(), priors, PopularityPrior(weight=2.0, session_gap_s=60))  # type: ignore[arg-type]
+    scores = served.scores(
+        [np.array([0]), np.array([0])], [np.array([100]), np.array([100])], np.array([130, 200])
+    )
+    assert scores[0].tolist() == [0.0, 0.0, 0.0, 0.0]  # 30 s later: the same session
+    assert np.allclose(scores[1], 2.0 * priors)

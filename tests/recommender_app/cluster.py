@@ -213,8 +213,10 @@ def put_user(
     user_id: str,
     vectors: dict[int, Sequence[float]],
     recent: Sequence[str] = (),
+    clicked_s_ago: float = 0.0,
 ) -> None:
-    """A user record with one vector per version (newest last written), as the job would."""
+    """A user record with one vector per version (newest last written), as the job would;
+    its newest click ``clicked_s_ago`` seconds ago."""
     now = time.time_ns() // 1_000_000
     for version, vector in sorted(vectors.items()):
         store.put(
@@ -222,7 +224,7 @@ def put_user(
                 user_id=user_id,
                 model_version=version,
                 vector=list(map(float, vector)),
-                source_ts=now,
+                source_ts=now - int(clicked_s_ago * 1000),
                 updated_ts=now,
             ),
             recent_items=list(recent),

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from nrtrec.recommender_app import create_app
 from tests.recommender_app.cluster import CATEGORIES, put_user
-from tests.waiting import poll
+from tests.waiting import poll, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -60,12 +60,69 @@ def test_personalized_with_the_users_newest_version(client, store, catalogue):
     assert all(item["title"] == f"Film {item['id']}" for item in body["items"])
     scores = [item["score"] for item in body["items"]]
     assert scores == sorted(scores, reverse=True)
+    # A click just now: within the session, no popularity prior.
+    assert body["popularity_prior"] == 0.0 and "similarity" not in body["items"][0]
     # Where the time went, per request.
     timing = r.headers["Server-Timing"]
     assert re.fullmatch(
         r"store;dur=[\d.]+, search;dur=[\d.]+, app;dur=[\d.]+, total;dur=[\d.]+", timing
     ), timing
     assert client.get("/v1/users/u-new/recommendations").json()["items"].__len__() == 10
+
+
+def test_a_returning_user_gets_the_popularity_prior(client, store, catalogue, settings):
+    """Newest click two hours ago (past the session gap): the list is the hits and the popular
+    pool ranked by cosine + weight * prior, the prior log(1 + 10 v / max v) / log(11) of the
+    item's views (0 outside the pool); each item says its cosine."""
+    weight = settings.app.popularity_prior
+    assert weight > 0 and settings.app.session_gap_s < 7200
+    version_ids = catalogue.version_ids(2)
+    store.add_views({version_ids[40]: 5_000, version_ids[41]: 2_000, version_ids[42]: 500})
+    query = catalogue.vectors[2][60]
+    recent = [version_ids[42]]
+    put_user(store, "u-back", {2: query}, recent=recent, clicked_s_ago=7200)
+    k = 8
+
+    def expected() -> list[str]:
+        views = dict(store.popular(settings.app.popular_pool))
+        top = max(views.values())
+        ids_ = [i for i in version_ids if i not in recent]
+        rows = [catalogue.ids.index(i) for i in ids_]
+        matrix = catalogue.vectors[2][rows]
+        cos = matrix @ query / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(query))
+        prior = np.array([np.log1p(10 * views.get(i, 0) / top) / np.log1p(10) for i in ids_])
+        order = np.argsort(-(cos + weight * prior), kind="stable")
+        return [ids_[r] for r in order[:k]]
+
+    answers: list[dict] = []
+
+    def blended() -> bool:
+        answers.append(client.get(f"/v1/users/u-back/recommendations?k={k}").json())
+        return ids(answers[-1]) == expected()
+
+    wait_until(
+        "the answer ranked by cosine + prior",
+        blended,
+        10.0,
+        interval_s=0.2,
+        diagnose=lambda: f"expected {expected()}\nlast answer {answers[-1]}",
+    )
+    body = answers[-1]
+    assert body["source"] == "personalized" and body["popularity_prior"] == weight
+    assert ids(body)[:2] == [version_ids[40], version_ids[41]]  # the viewed one stays out
+    for item in body["items"]:
+        row = catalogue.ids.index(item["id"])
+        v = catalogue.vectors[2][row]
+        cosine = float(v @ query / (np.linalg.norm(v) * np.linalg.norm(query)))
+        assert abs(item["similarity"] - cosine) <= 1e-4, item
+        assert item["score"] >= item["similarity"]
+    scores = [item["score"] for item in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+    # The same user back within the session gap: the search's own ranking.
+    put_user(store, "u-back", {2: query}, recent=recent)
+    body = client.get(f"/v1/users/u-back/recommendations?k={k}").json()
+    assert body["popularity_prior"] == 0.0
+    assert ids(body) == catalogue.exact(2, query, k, keep=lambda i: i not in recent)
 
 
 def test_a_version_without_index_falls_back_to_the_next_older(client, store, catalogue):

@@ -182,6 +182,49 @@ def test_popularity_takes_any_item_id_and_big_batches(store: UserVectorStore) ->
     assert len(ranked) == len(odd) + 40
 
 
+# A UTC day number (2024-10-04) for the tests that name the days of their views.
+D = 20_000
+
+
+def test_popularity_counts_the_window_up_to_the_newest_day_only(store: UserVectorStore) -> None:
+    store.add_views({"old": 100}, day=D - 40)
+    store.add_views({"edge": 5}, day=D - 29)
+    # The newest day is D - 29 so far: D - 40 is inside its window.
+    assert store.popular(10) == [("old", 100.0), ("edge", 5.0)]
+
+    store.add_views({"new": 1}, day=D)
+    # An out-of-window day written late neither counts nor moves the window back.
+    store.add_views({"late": 50}, day=D - 31)
+
+    assert store.popular(10) == [("edge", 5.0), ("new", 1.0)]
+
+
+def test_popularity_of_old_views_only_still_ranks(store: UserVectorStore) -> None:
+    # A replayed click stream (MovieLens is 1997-98): the window ends at its newest view.
+    store.add_views({"x": 2, "y": 3}, day=10_000)
+    store.add_views({"x": 4}, day=9_999)
+
+    assert store.popular(5) == [("x", 6.0), ("y", 3.0)]
+
+
+def test_popularity_window_setting_is_honoured(make_store: MakeStore) -> None:
+    store = make_store(popular_window_days=2)
+    store.add_views({"a": 10}, day=D - 2)
+    store.add_views({"b": 2}, day=D - 1)
+    store.add_views({"c": 1}, day=D)
+
+    assert store.popular(10) == [("b", 2.0), ("c", 1.0)]
+
+
+def test_popularity_sums_an_items_days(store: UserVectorStore) -> None:
+    store.add_views({"a": 1, "c": 4}, day=D - 3)
+    store.add_views({"a": 2, "b": 2}, day=D - 1)
+    store.add_views({"b": 2}, day=D)
+
+    assert store.popular(10) == [("c", 4.0), ("b", 4.0), ("a", 3.0)]
+    assert store.popular(1) == [("c", 4.0)]
+
+
 def _run_together(workers: int, work: Callable[[int], None]) -> None:
     """``work(i)`` for every worker i, all released at once; re-raises a worker's error."""
     start = threading.Barrier(workers)
