@@ -19,7 +19,7 @@ import anyio
 import numpy as np
 
 from nrtrec.core.settings import Settings
-from nrtrec.query_node.client import QueryApiError, QueryReader
+from nrtrec.query_node.client import NotFound, QueryApiError, QueryReader
 from nrtrec.recommender_app.prior import prior
 from nrtrec.recommender_app.store import AsyncStore
 from nrtrec.recommender_app.versions import LiveVersions
@@ -123,25 +123,32 @@ class PopularItems:
                 for version, stored in found.items()
                 if stored
             }
-            if ranked and not found:
-                by_version = self._list.by_version  # the lookup failed: keep the last ones
             self._list = PopularList(items, time.monotonic(), None, by_version)
 
     async def _lookup(self, ids: list[str], timeout_s: float) -> dict[int, dict[str, StoredItem]]:
-        """Per live version, the items of ``ids`` its index holds; {} when the lookup failed."""
+        """Per live version, the items of ``ids`` its index holds. A version whose lookup
+        failed is left out: no pool there until a refresh that works, so the prior is never
+        scored against vectors (or items) its index may no longer hold."""
         if not ids:
             return {}
         try:
             listing = await self._versions.get(timeout_s)
-            out = {}
-            for live in listing.newest_first():
-                found = await self._gateway.items(
-                    self._app.index_name, ids, live.model_version, timeout_s=timeout_s
-                )
-                out[live.model_version] = {item.id: item for item in found.items}
         except QueryApiError as e:
             log.info("popular items: no attributes or vectors this time: %s", e)
             return {}
+        out = {}
+        for live in listing.newest_first():
+            try:
+                found = await self._gateway.items(
+                    self._app.index_name, ids, live.model_version, timeout_s=timeout_s
+                )
+            except NotFound:
+                self._versions.invalidate()  # dropped since the listing: list again next time
+                continue
+            except QueryApiError as e:
+                log.info("popular items: no vectors at v%d this time: %s", live.model_version, e)
+                continue
+            out[live.model_version] = {item.id: item for item in found.items}
         return out
 
     async def run(self) -> None:

@@ -2,7 +2,7 @@
 
 Why: the relevance bench (``bench/results/relevance.json``) found that a user who returns
 after a break mostly views what is popular *now*. On each user's first events after the test
-cut, the last 30 days' most viewed items score NDCG@10 0.15 and the towers alone 0.05. Within a
+cut, the last 30 days' most viewed items score NDCG@10 0.15 and the towers alone 0.03. Within a
 session the towers' own ranking is the better one. So a user whose newest click is older than
 ``app.session_gap_s`` gets, for each candidate, its search score plus ``weight * prior(item)``.
 Within a session the list is ranked by search scores alone.

@@ -67,6 +67,8 @@ class Answer:
     vector_age_s: float | None = None
     # The popularity prior's weight in the items' scores (0: scores are search scores).
     popularity_prior: float = 0.0
+    # The search's best score (the drift signal), whatever a prior did to the order.
+    top_similarity: float | None = None
 
 
 def _arm_missed(arm: Arm, record: UserVectors, listing: Listing | None) -> str:
@@ -224,7 +226,11 @@ class Recommender:
             kept = [_item(h) for h in hits if h.id not in viewed][:k]
             source = Source.PERSONALIZED if version == newest else Source.OLDER_VERSION
             age = max(0.0, time.time() - user_vector.source_ts / 1000)
-            weight = self._prior.weight_after(age) if live.metric in SIMILARITIES else 0.0
+            top = kept[0]["score"] if kept else None
+            # Away since the newest click behind any of the user's vectors: an older version's
+            # vector may lag behind (its items not embedded yet), the user has not.
+            away = max(0.0, time.time() - max(v.source_ts for v in record.versions) / 1000)
+            weight = self._prior.weight_after(away) if live.metric in SIMILARITIES else 0.0
             pool = self._popular.current.by_version.get(version)
             if weight and pool is not None:
                 kept = _with_prior(kept, user_vector.vector, live.metric, pool, weight, k, viewed,
@@ -232,7 +238,14 @@ class Recommender:
             else:
                 weight = 0.0  # no pool vectors yet at this version: the search's own ranking
             return Answer(
-                kept, version, source, reasons, arm.name, vector_age_s=age, popularity_prior=weight
+                kept,
+                version,
+                source,
+                reasons,
+                arm.name,
+                vector_age_s=age,
+                popularity_prior=weight,
+                top_similarity=top,
             )
         return None
 

@@ -56,10 +56,12 @@ def _respond(endpoint: str, answer: Answer, services: Services, t: Timings) -> R
     version = "none" if answer.model_version is None else str(answer.model_version)
     metrics.answers.labels(endpoint, answer.source.value, version).inc()
     if answer.model_version is not None:
-        if answer.items:
-            # The drift signal is the search's score, not one a prior was added to.
-            top = answer.items[0]
-            metrics.top_score.labels(endpoint, version).observe(top.get("similarity", top["score"]))
+        # The drift signal is the search's own best score, not one a prior was added to.
+        top = answer.top_similarity
+        if top is None and answer.items:
+            top = answer.items[0]["score"]  # similar items: no prior
+        if top is not None:
+            metrics.top_score.labels(endpoint, version).observe(top)
         if answer.vector_age_s is not None:
             metrics.user_vector_age.labels(version).observe(answer.vector_age_s)
     for reason in answer.reasons:
