@@ -42,10 +42,10 @@ class PopularityPrior:
     weight: float  # 0: never
     session_gap_s: float  # a newest click older than this starts a new session
 
-    def weight_after(self, gap_s: float) -> float:
-        """The prior's weight for a user whose newest click is ``gap_s`` seconds old."""
-        return self.weight if gap_s > self.session_gap_s else 0.0
-
     def weights_after(self, gap_s: np.ndarray) -> np.ndarray:
-        """:meth:`weight_after` for many users at once (the bench)."""
+        """The prior's weight for users whose newest click is ``gap_s`` seconds old."""
         return np.where(np.asarray(gap_s) > self.session_gap_s, self.weight, 0.0)
+
+    def weight_after(self, gap_s: float) -> float:
+        """:meth:`weights_after` for one user (the app)."""
+        return float(self.weights_after(gap_s))

@@ -40,7 +40,7 @@ from nrtrec.recommender_app.timing import Timings
 from nrtrec.recommender_app.versions import Listing, LiveVersions
 from nrtrec.schemas import Source
 from nrtrec.schemas.filters import Filter
-from nrtrec.schemas.query_api import SearchHit, SearchRequest
+from nrtrec.schemas.query_api import Metric, SearchHit, SearchRequest
 from nrtrec.schemas.records import UserVectors
 from nrtrec.user_store import StoreError
 
@@ -91,10 +91,6 @@ def _item(hit: SearchHit) -> Json:
     return item
 
 
-# Metrics whose search score is a similarity (larger is nearer), which a prior can be added to.
-SIMILARITIES = ("cosine", "ip")
-
-
 def _with_prior(
     hits: list[Json],
     user: list[float],
@@ -112,9 +108,10 @@ def _with_prior(
     the user viewed or the filter refuses stay out, as the search leaves them out.
     """
     query = np.asarray(user, np.float64)
-    similarity = pool.vectors.astype(np.float64) @ query
+    vectors = pool.vectors.astype(np.float64)
+    similarity = vectors @ query
     if metric == "cosine":
-        norms = np.linalg.norm(pool.vectors.astype(np.float64), axis=1) * np.linalg.norm(query)
+        norms = np.linalg.norm(vectors, axis=1) * np.linalg.norm(query)
         similarity = similarity / np.maximum(norms, 1e-12)
     prior_of = dict(zip(pool.ids, pool.priors.tolist(), strict=True))
     scored = {h["id"]: {**h, "similarity": h["score"]} for h in hits}
@@ -225,16 +222,20 @@ class Recommender:
                 continue
             kept = [_item(h) for h in hits if h.id not in viewed][:k]
             source = Source.PERSONALIZED if version == newest else Source.OLDER_VERSION
-            age = max(0.0, time.time() - user_vector.source_ts / 1000)
+            now = time.time()
+            age = max(0.0, now - user_vector.source_ts / 1000)
             top = kept[0]["score"] if kept else None
             # Away since the newest click behind any of the user's vectors: an older version's
             # vector may lag behind (its items not embedded yet), the user has not.
-            away = max(0.0, time.time() - max(v.source_ts for v in record.versions) / 1000)
-            weight = self._prior.weight_after(away) if live.metric in SIMILARITIES else 0.0
+            away = max(0.0, now - max(v.source_ts for v in record.versions) / 1000)
+            # A prior adds to a similarity (larger is nearer), never to a distance.
+            similarity = not Metric(live.metric).smaller_is_nearer
+            weight = self._prior.weight_after(away) if similarity else 0.0
             pool = self._popular.current.by_version.get(version)
             if weight and pool is not None:
-                kept = _with_prior(kept, user_vector.vector, live.metric, pool, weight, k, viewed,
-                                   filter)  # fmt: skip
+                kept = _with_prior(
+                    kept, user_vector.vector, live.metric, pool, weight, k, viewed, filter
+                )
             else:
                 weight = 0.0  # no pool vectors yet at this version: the search's own ranking
             return Answer(

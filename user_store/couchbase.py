@@ -226,12 +226,15 @@ class CouchbaseUserVectorStore(UserVectorStore):
         return self._registry(user_shard(user_id, REGISTRY_SHARDS))
 
     def _register(self, user_id: str) -> None:
-        # UPSERT creates the document with the first user; a lost creation race retries.
+        self._mutate_creating(self._registry_key(user_id), [upsert(*_registry_entry(user_id))])
+
+    def _mutate_creating(self, key: str, specs: list) -> None:
+        """``mutate_in`` that creates the document if it is missing (UPSERT semantics): two
+        first writers may both try to create it, and the loser retries."""
         options = MutateInOptions(store_semantics=StoreSemantics.UPSERT)
-        spec = [upsert(*_registry_entry(user_id))]
         for attempt in conflict_retrying(_CONFLICTS, self._cfg.write_retries):
             with attempt:
-                self._collection.mutate_in(self._registry_key(user_id), spec, options)
+                self._collection.mutate_in(key, specs, options)
 
     def add_views(self, counts: Mapping[str, int], *, day: int | None = None) -> None:
         specs = [
@@ -244,17 +247,12 @@ class CouchbaseUserVectorStore(UserVectorStore):
         day = today() if day is None else day
         with self._errors("add views"):
             newer = self._register_day(day)
-        # UPSERT semantics create the document on the first views. Each chunk is atomic; a
-        # batch of more than 16 items is several, so a failure midway may land part of it.
-        options = MutateInOptions(store_semantics=StoreSemantics.UPSERT)
+        # The day's document is created on its first views. Each chunk is atomic; a batch of
+        # more than 16 items is several, so a failure midway may land part of it.
         key = popular_day_key(self._cfg.key_prefix, day)
         with self._errors("add views"):
             for start in range(0, len(specs), MAX_SUBDOC_SPECS):
-                chunk = specs[start : start + MAX_SUBDOC_SPECS]
-                # Two first writers may both try to create the document; the loser retries.
-                for attempt in conflict_retrying(_CONFLICTS, self._cfg.write_retries):
-                    with attempt:
-                        self._collection.mutate_in(key, chunk, options)
+                self._mutate_creating(key, specs[start : start + MAX_SUBDOC_SPECS])
         if newer:
             self._prune(newer, day)
 
@@ -271,11 +269,7 @@ class CouchbaseUserVectorStore(UserVectorStore):
             return []
         known = self._known_days()
         if day not in known:
-            # UPSERT creates the document with the first day; a lost creation race retries.
-            options = MutateInOptions(store_semantics=StoreSemantics.UPSERT)
-            for attempt in conflict_retrying(_CONFLICTS, self._cfg.write_retries):
-                with attempt:
-                    self._collection.mutate_in(self._days, [upsert(f"`{day}`", 1)], options)
+            self._mutate_creating(self._days, [upsert(f"`{day}`", 1)])
         self._registered_days = {
             d for d in self._registered_days if d > day - self._cfg.popular_window_days
         } | {day}
