@@ -18,11 +18,15 @@ class RecommendedItem(BaseModel):
     id: str
     # The search score (DESIGN: similarity for ip/cosine, distance for l2), or the view count
     # for popular items; with a popularity prior, the search score plus its weight times the
-    # item's prior (what the list is ranked by).
+    # item's prior, plus the fresh boost for a fresh listing (what the list is ranked by).
     score: float
     title: str | None = None
-    # Additive: the search score alone, when a popularity prior was added (else absent).
+    # Additive: the search score alone, when a popularity prior or a fresh boost was added to
+    # the list's scores (else absent).
     similarity: float | None = None
+    # Additive: true for a fresh listing (its `listed_at` within the app's fresh window) whose
+    # score has the fresh boost (else absent).
+    fresh: bool | None = None
 
 
 class Recommendations(BaseModel):
@@ -46,6 +50,9 @@ class Recommendations(BaseModel):
     # search scores alone (within a session, or popular items). A user whose newest click is
     # older than the app's session gap gets the prior (recommender_app/prior.py).
     popularity_prior: float = 0.0
+    # Additive: the boost in the scores of the items marked `fresh`; 0 when none is
+    # (recommender_app/fresh.py).
+    fresh_boost: float = 0.0
 
 
 class ViewedItem(BaseModel):

@@ -3,7 +3,9 @@
 A user back after a break (their newest click older than ``app.session_gap_s``) gets the
 popularity prior (:mod:`.prior`): the search's hits and the popular pool, ranked by search
 score plus the prior's weight times each item's prior; the answer says the weight
-(``popularity_prior``) and each item's search score (``similarity``).
+(``popularity_prior``) and each item's search score (``similarity``). Fresh listings get the
+fresh boost (:mod:`.fresh`): a second search, run beside the first, finds the best of them,
+and the answer marks them (``fresh``, ``fresh_boost``). :mod:`.ranking` blends the three.
 
 Version safety (DESIGN.md, "Embedding versions"): a vector is only ever searched against the
 index of its own ``model_version``. A user's versions are tried newest first; the first with a
@@ -21,20 +23,21 @@ says what happened (``degraded`` in the response).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from nrtrec.core.settings import Settings
 from nrtrec.query_node.client import NotFound, QueryApiError, QueryReader, Refused, Unavailable
 from nrtrec.recommender_app.arms import DEFAULT, Arm
+from nrtrec.recommender_app.fresh import FreshBoost
 from nrtrec.recommender_app.models import DEFAULT_ARM
-from nrtrec.recommender_app.popular import PoolVectors, PopularItems
+from nrtrec.recommender_app.popular import PopularItems
 from nrtrec.recommender_app.prior import PopularityPrior
+from nrtrec.recommender_app.ranking import Prior, rank
 from nrtrec.recommender_app.store import AsyncStore
 from nrtrec.recommender_app.timing import Timings
 from nrtrec.recommender_app.versions import Listing, LiveVersions
@@ -67,6 +70,8 @@ class Answer:
     vector_age_s: float | None = None
     # The popularity prior's weight in the items' scores (0: scores are search scores).
     popularity_prior: float = 0.0
+    # The boost in the scores of the items marked fresh (0: none is).
+    fresh_boost: float = 0.0
     # The search's best score (the drift signal), whatever a prior did to the order.
     top_similarity: float | None = None
 
@@ -91,47 +96,6 @@ def _item(hit: SearchHit) -> Json:
     return item
 
 
-def _with_prior(
-    hits: list[Json],
-    user: list[float],
-    metric: str,
-    pool: PoolVectors,
-    weight: float,
-    k: int,
-    viewed: set[str],
-    filter: Filter,
-) -> list[Json]:
-    """The top ``k`` of the hits and the pool's items by search score + ``weight`` * prior.
-
-    A hit outside the pool has prior 0. A pool item the search did not return is scored here,
-    with the same similarity the node computes (cosine or inner product); the pool's items that
-    the user viewed or the filter refuses stay out, as the search leaves them out.
-    """
-    query = np.asarray(user, np.float64)
-    vectors = pool.vectors.astype(np.float64)
-    similarity = vectors @ query
-    if metric == "cosine":
-        norms = np.linalg.norm(vectors, axis=1) * np.linalg.norm(query)
-        similarity = similarity / np.maximum(norms, 1e-12)
-    prior_of = dict(zip(pool.ids, pool.priors.tolist(), strict=True))
-    scored = {h["id"]: {**h, "similarity": h["score"]} for h in hits}
-    for item_id, sim, item_attributes in zip(
-        pool.ids, similarity.tolist(), pool.attributes, strict=True
-    ):
-        if item_id in scored or item_id in viewed or not filter.matches(item_attributes):
-            continue
-        item: Json = {"id": item_id, "similarity": sim}
-        title = (item_attributes or {}).get("title")
-        if title is not None:
-            item["title"] = str(title)
-        scored[item_id] = item
-    for item in scored.values():
-        item["score"] = item["similarity"] + weight * prior_of.get(item["id"], 0.0)
-    # Ties in reverse id order, so the order does not depend on which list an item came from.
-    ranked = sorted(scored.values(), key=lambda i: (i["score"], i["id"]), reverse=True)
-    return ranked[:k]
-
-
 class Recommender:
     def __init__(
         self,
@@ -149,6 +113,8 @@ class Recommender:
         self._versions = versions
         self._popular = popular
         self._prior = PopularityPrior(settings.app.popularity_prior, settings.app.session_gap_s)
+        self._fresh = FreshBoost(settings.app.fresh_boost, settings.app.fresh_listing_s)
+        self._max_conditions = settings.query_node.filter_limits().max_conditions
 
     # ---- GET /v1/users/{user_id}/recommendations ------------------------------------------
 
@@ -214,30 +180,51 @@ class Recommender:
                 )
                 continue
             wanted = min(k + len(viewed), self._search_max_k)
+            # Scores add to a similarity (larger is nearer), never to a distance.
+            similarity = not Metric(live.metric).smaller_is_nearer
+            now = time.time()
+            # The fresh-listing search runs beside the first; its reasons come after the
+            # first's, and it is dropped when the first cannot answer.
+            fresh_search = None
+            # (A filter already at the nodes' limit of conditions has no room for the fresh one.)
+            if similarity and self._fresh.boost and len(filter.conditions) < self._max_conditions:
+                fresh_search = asyncio.create_task(
+                    self._fresh_search(user_vector.vector, version, wanted, filter, t, now)
+                )
             try:
                 hits = await self._search(user_vector.vector, version, wanted, filter, t, reasons)
             except _GiveUp:
+                if fresh_search is not None:
+                    fresh_search.cancel()
                 break
-            if hits is None:
+            if hits is None:  # the version's index is gone: try the next
+                if fresh_search is not None:
+                    fresh_search.cancel()
                 continue
-            kept = [_item(h) for h in hits if h.id not in viewed][:k]
+            fresh_hits: list[SearchHit] = []
+            if fresh_search is not None:
+                fresh_hits, fresh_reasons = await fresh_search
+                reasons.extend(fresh_reasons)
             source = Source.PERSONALIZED if version == newest else Source.OLDER_VERSION
-            now = time.time()
             age = max(0.0, now - user_vector.source_ts / 1000)
-            top = kept[0]["score"] if kept else None
+            top = next((h.score for h in hits if h.id not in viewed), None)
             # Away since the newest click behind any of the user's vectors: an older version's
             # vector may lag behind (its items not embedded yet), the user has not.
             away = max(0.0, now - max(v.source_ts for v in record.versions) / 1000)
-            # A prior adds to a similarity (larger is nearer), never to a distance.
-            similarity = not Metric(live.metric).smaller_is_nearer
             weight = self._prior.weight_after(away) if similarity else 0.0
             pool = self._popular.current.by_version.get(version)
-            if weight and pool is not None:
-                kept = _with_prior(
-                    kept, user_vector.vector, live.metric, pool, weight, k, viewed, filter
-                )
+            if weight and pool is None:
+                weight = 0.0  # no pool vectors yet at this version: no prior
+            if similarity:
+                candidates = [*hits, *fresh_hits]
+                kept, blended = rank(
+                    candidates, user=user_vector.vector, metric=live.metric,
+                    prior=Prior(weight, pool) if weight and pool is not None else None,
+                    fresh=self._fresh, now_s=now, k=k, viewed=viewed, filter=filter,
+                )  # fmt: skip
             else:
-                weight = 0.0  # no pool vectors yet at this version: the search's own ranking
+                kept, blended = [_item(h) for h in hits if h.id not in viewed][:k], False
+            boosted = blended and any(item.get("fresh") for item in kept)
             return Answer(
                 kept,
                 version,
@@ -246,6 +233,7 @@ class Recommender:
                 arm.name,
                 vector_age_s=age,
                 popularity_prior=weight,
+                fresh_boost=self._fresh.boost if boosted else 0.0,
                 top_similarity=top,
             )
         return None
@@ -351,6 +339,7 @@ class Recommender:
         filter: Filter,
         t: Timings,
         reasons: list[str],
+        stage: str = "search",
     ) -> list[SearchHit] | None:
         """The hits; None when the version's index is gone (try another). Raises ``_GiveUp``
         when the gateway could not answer (no vector search then: popular items)."""
@@ -362,7 +351,7 @@ class Recommender:
             filter=filter.to_json(),
         )
         try:
-            with t.stage("search"):
+            with t.stage(stage):
                 answer = await self._gateway.search(
                     self._app.index_name,
                     request,
@@ -386,6 +375,25 @@ class Recommender:
                 "their items are missing"
             )
         return answer.items
+
+    async def _fresh_search(
+        self,
+        vector: list[float],
+        version: int,
+        k: int,
+        filter: Filter,
+        t: Timings,
+        now_s: float,
+    ) -> tuple[list[SearchHit], list[str]]:
+        """The search over fresh listings only, and why it failed (``fresh_search: ...``);
+        no hits then: the first search's still answer."""
+        own: list[str] = []
+        try:
+            fresh = self._fresh.only_fresh(filter, now_s)
+            hits = await self._search(vector, version, k, fresh, t, own, stage="fresh")
+        except _GiveUp:
+            hits = None
+        return hits or [], [f"fresh_search: {why}" for why in own]
 
     async def _popular_answer(
         self,

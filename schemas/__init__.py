@@ -2,7 +2,7 @@
 
 from nrtrec.schemas.codec import decode, encode, model_for, payload_text
 from nrtrec.schemas.errors import InvalidRecord, SchemaError, UnknownTopic
-from nrtrec.schemas.events import Action, ClickEvent, ListingEvent, ListingOp
+from nrtrec.schemas.events import LISTED_AT, Action, ClickEvent, ListingEvent, ListingOp
 from nrtrec.schemas.records import (
     DeadLetter,
     Impression,
@@ -16,6 +16,7 @@ from nrtrec.schemas.records import (
 from nrtrec.schemas.topics import Topic
 
 __all__ = [
+    "LISTED_AT",
     "Action",
     "ClickEvent",
     "DeadLetter",

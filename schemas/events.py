@@ -50,8 +50,18 @@ class ListingOp(StrEnum):
     DELETE = "delete"
 
 
+#: The index attribute (and ``ListingEvent`` field) that says when a listing was first
+#: published: what makes a listing fresh to the recommender app (``app.fresh_listing_s``).
+LISTED_AT = "listed_at"
+
+
 class ListingEvent(Record):
-    """Topic ``listings``, key ``item_id``. A delete needs only ids and ``ts``."""
+    """Topic ``listings``, key ``item_id``. A delete needs only ids and ``ts``.
+
+    ``listed_at`` (additive, optional): when the listing was first published (ms), the same on
+    every later update of it; ``ts`` is when this change happened. Without it the listing is
+    never boosted as fresh.
+    """
 
     event_id: Id
     op: ListingOp
@@ -62,6 +72,7 @@ class ListingEvent(Record):
     aspects: dict[str, Any] = Field(default_factory=dict)
     price: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     location: str | None = Field(default=None, max_length=200)
+    listed_at: TimestampMs | None = None
 
     @model_validator(mode="after")
     def _upsert_has_title(self) -> ListingEvent:

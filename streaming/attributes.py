@@ -4,13 +4,14 @@ The bulk backfill and the item-embedding streaming job both call ``listing_attri
 item has the same attributes whichever of the two wrote it last. The recommender app filters on
 ``category``, ``location``, ``price`` and ``year`` (settings ``app.filter_attributes``) and shows
 ``title``; ``genres`` is a list, which the query node stores and returns but never matches.
+``listed_at`` (when the listing was first published) is what makes it fresh to the app.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from nrtrec.schemas import ListingEvent
+from nrtrec.schemas import LISTED_AT, ListingEvent
 
 #: Aspects lifted to attributes of their own: the catalogue's (MovieLens) year and genres.
 ASPECT_ATTRIBUTES = ("year", "genres")
@@ -27,6 +28,7 @@ def listing_attributes(listing: ListingEvent) -> dict[str, Any]:
         "category": listing.category,
         "price": listing.price,
         "location": listing.location,
+        LISTED_AT: listing.listed_at,
     }
     for name in ASPECT_ATTRIBUTES:
         attributes[name] = _aspect(listing.aspects.get(name), name)

@@ -19,6 +19,7 @@ COLOURS = {
     "sasrec": "tab:purple",
     "two_tower": "tab:red",
     "two_tower_prior": "tab:brown",
+    "two_tower_served": "tab:green",
     "two_tower_id": "tab:orange",
 }
 

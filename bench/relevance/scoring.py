@@ -27,8 +27,9 @@ from nrtrec.inference.training.metrics import (
 from nrtrec.inference.training.timesplit import Cases
 
 SLICES = ("overall", "short_history", "new_items")
-# What the app serves (the towers plus its popularity prior), and what it is measured against.
-SERVED = "two_tower_prior"
+# What the app serves (the towers, its popularity prior and its fresh-listing boost), and what
+# it is measured against.
+SERVED = "two_tower_served"
 BASELINES = ("most_popular", "last_item_content", "co_occurrence", "sasrec")
 SHORT_HISTORY = 5
 CHUNK = 2048  # cases scored at a time: [2048, 1682] float64 is 28 MB
@@ -65,10 +66,15 @@ def case_table(
     }
 
 
-def mean_ndcg(scorer: Scorer, cases: Cases, tie_position: np.ndarray) -> float:
-    """The tuning criterion: NDCG@10 over all cases, a user's cases averaged first."""
+def validation_ndcg(scorer: Scorer, cases: Cases, tie_position: np.ndarray) -> dict[str, float]:
+    """The tuning criteria: NDCG@10 over all cases (``val_ndcg@10``) and over the new-items
+    slice (``val_new_items_ndcg@10``), a user's cases averaged first."""
     table = case_table(scorer, cases, tie_position)
-    return float(per_user_means(table["overall"]["ndcg@10"], cases.user)[1].mean())
+    out = {}
+    for key, name in (("val_ndcg@10", "overall"), ("val_new_items_ndcg@10", "new_items")):
+        means = per_user_means(table[name]["ndcg@10"], cases.user)[1]
+        out[key] = float(means.mean()) if len(means) else 0.0
+    return out
 
 
 def report(

@@ -77,6 +77,7 @@ def _respond(endpoint: str, answer: Answer, services: Services, t: Timings) -> R
         "arm": answer.arm,
         "request_id": answer.request_id,
         "popularity_prior": answer.popularity_prior,
+        "fresh_boost": answer.fresh_boost,
     }
     body = to_json(content)
     return Response(body, media_type="application/json", headers={"Server-Timing": t.header()})

@@ -237,3 +237,47 @@ def test_the_served_prior_only_for_users_back_after_the_session_gap() -> None:
     )
     assert scores[0].tolist() == [0.0, 0.0, 0.0, 0.0]  # 30 s later: the same session
     assert np.allclose(scores[1], 2.0 * priors)
+
+
+def test_listed_at_is_the_first_event_before_the_cut_or_the_cut() -> None:
+    from bench.relevance.methods import listed_at
+
+    log = make_log([(0, 1, 10), (1, 1, 5), (0, 2, 30), (1, 3, 40)], n_items=4)
+    # Item 1 first at 5; item 2 only after the cut (25): unseen, so listed at the cut; item 3's
+    # event after the cut is never read.
+    assert listed_at(log, 25).tolist() == [25.0, 5.0, 25.0, 25.0]
+
+
+def test_the_served_fresh_boost_is_the_apps_rule() -> None:
+    """bench.relevance's two_tower_served adds the app's FreshBoost to listings no older than
+    its window at each case's second; the app reads the same rule off listed_at (ms)."""
+    from bench.relevance.methods import WithFresh
+    from nrtrec.recommender_app.fresh import FreshBoost
+
+    fresh = FreshBoost(boost=0.5, fresh_s=100)
+
+    class Flat:
+        def scores(self, history, history_ts, at=None):
+            return np.zeros((len(history), 3))
+
+    served = WithFresh(Flat(), np.array([0.0, 150.0, 200.0]), fresh)  # type: ignore[arg-type]
+    scores = served.scores([np.array([0])] * 2, [np.array([1])] * 2, np.array([120, 260]))
+    assert scores.tolist() == [[0.0, 0.5, 0.5], [0.0, 0.0, 0.5]]
+    now_s = 1_000.0
+    assert fresh.boost_of({"listed_at": 900_000}, now_s) == 0.5  # 100 s old: still fresh
+    assert fresh.boost_of({"listed_at": 899_999}, now_s) == 0.0
+    assert fresh.boost_of({"listed_at": True}, now_s) == 0.0  # not a time
+    assert fresh.boost_of({}, now_s) == fresh.boost_of(None, now_s) == 0.0
+    assert FreshBoost(0.0, 100).boost_of({"listed_at": 999_000}, now_s) == 0.0
+
+
+def test_the_fresh_boost_is_the_least_that_reaches_the_baselines_on_new_items() -> None:
+    from bench.relevance.methods import choose_fresh
+
+    trials = [
+        {"fresh_boost": 0.0, "val_ndcg@10": 0.11, "val_new_items_ndcg@10": 0.000},
+        {"fresh_boost": 0.1, "val_ndcg@10": 0.10, "val_new_items_ndcg@10": 0.015},
+        {"fresh_boost": 0.2, "val_ndcg@10": 0.06, "val_new_items_ndcg@10": 0.070},
+    ]
+    assert choose_fresh(trials, floor=0.009)["fresh_boost"] == 0.1
+    assert choose_fresh(trials, floor=0.5)["fresh_boost"] == 0.0  # none reaches: best overall

@@ -175,6 +175,19 @@ def load_catalogue(gateway_url: str, catalogue: Catalogue) -> None:
             c.post("/v1/indexes/items/upsert", json=body).raise_for_status()
 
 
+def upsert_items(gateway_url: str, version: int, items: list[dict]) -> None:
+    """``items`` ({id, vector, attributes}) into the cluster's index at ``version``."""
+    with httpx.Client(base_url=gateway_url, headers=AUTH, trust_env=False, timeout=30) as c:
+        body = {"items": items, "model_version": version}
+        c.post("/v1/indexes/items/upsert", json=body).raise_for_status()
+
+
+def delete_items(gateway_url: str, version: int, ids: list[str]) -> None:
+    with httpx.Client(base_url=gateway_url, headers=AUTH, trust_env=False, timeout=30) as c:
+        body = {"ids": ids, "model_version": version}
+        c.post("/v1/indexes/items/delete", json=body).raise_for_status()
+
+
 def store_settings(
     redis_url: str,
     gateway_url: str | None = None,

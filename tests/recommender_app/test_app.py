@@ -4,13 +4,14 @@ shards behind a gateway (processes), the app in-process (TestClient, lifespan in
 from __future__ import annotations
 
 import re
+import time
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from nrtrec.recommender_app import create_app
-from tests.recommender_app.cluster import CATEGORIES, put_user
+from tests.recommender_app.cluster import CATEGORIES, delete_items, put_user, upsert_items
 from tests.waiting import poll, wait_until
 
 pytestmark = pytest.mark.integration
@@ -65,7 +66,8 @@ def test_personalized_with_the_users_newest_version(client, store, catalogue):
     # Where the time went, per request.
     timing = r.headers["Server-Timing"]
     assert re.fullmatch(
-        r"store;dur=[\d.]+, search;dur=[\d.]+, app;dur=[\d.]+, total;dur=[\d.]+", timing
+        r"store;dur=[\d.]+, search;dur=[\d.]+, fresh;dur=[\d.]+, app;dur=[\d.]+, total;dur=[\d.]+",
+        timing,
     ), timing
     assert client.get("/v1/users/u-new/recommendations").json()["items"].__len__() == 10
 
@@ -123,6 +125,63 @@ def test_a_returning_user_gets_the_popularity_prior(client, store, catalogue, se
     body = client.get(f"/v1/users/u-back/recommendations?k={k}").json()
     assert body["popularity_prior"] == 0.0
     assert ids(body) == catalogue.exact(2, query, k, keep=lambda i: i not in recent)
+
+
+def _with_cosine(query: np.ndarray, cosine: float, seed: int) -> list[float]:
+    """A vector whose cosine to ``query`` is ``cosine``."""
+    q = query / np.linalg.norm(query)
+    r = np.random.default_rng(seed).standard_normal(len(q))
+    r -= (r @ q) * q
+    return (cosine * q + np.sqrt(1 - cosine**2) * r / np.linalg.norm(r)).tolist()
+
+
+def test_a_fresh_listing_gets_the_boost(client, store, catalogue, settings, cluster):
+    """A listing listed just now whose cosine is just below the k-th hit's: the search alone
+    never returns it, the fresh search does, and its cosine + app.fresh_boost puts it in the
+    list, marked fresh. The same cosine listed long ago (or with no listed_at) stays out."""
+    boost, fresh_s = settings.app.fresh_boost, settings.app.fresh_listing_s
+    assert boost > 0
+    query = catalogue.vectors[2][70].astype(np.float64)
+    k, user = 5, "u-fresh"
+    put_user(store, user, {2: query}, recent=[])
+
+    def cosine_of(item_id: str) -> float:
+        v = catalogue.vectors[2][catalogue.ids.index(item_id)]
+        return float(v @ query / (np.linalg.norm(v) * np.linalg.norm(query)))
+
+    kth = catalogue.exact(2, query, k)[-1]
+    cosine = cosine_of(kth) - boost / 2  # below the k-th; above it with the boost
+    now_ms = time.time_ns() // 1_000_000
+    listed = {"fresh-new": now_ms - 60_000, "fresh-old": now_ms - int(2 * fresh_s * 1000)}
+    items = [
+        {"id": i, "vector": _with_cosine(query, cosine - 0.001 * n, n),
+         "attributes": {"title": i, "listed_at": at}}
+        for n, (i, at) in enumerate(listed.items())
+    ]  # fmt: skip
+    items.append({"id": "fresh-none", "vector": _with_cosine(query, cosine, 9), "attributes": {}})
+    upsert_items(cluster.gateway.url, 2, items)
+    try:
+        body = client.get(f"/v1/users/{user}/recommendations?k={k}").json()
+        assert body["source"] == "personalized" and body["fresh_boost"] == boost, body
+        # The catalogue's top k by cosine and the fresh one by cosine + boost: it displaces the
+        # k-th at least.
+        scores = {i: cosine_of(i) for i in catalogue.exact(2, query, k)}
+        scores["fresh-new"] = cosine + boost
+        expected = sorted(scores, key=lambda i: -scores[i])[:k]
+        assert ids(body) == expected and expected[-1] != kth, body
+        (fresh,) = [item for item in body["items"] if item.get("fresh")]
+        assert fresh["id"] == "fresh-new" and abs(fresh["similarity"] - cosine) <= 1e-4
+        assert abs(fresh["score"] - (fresh["similarity"] + boost)) <= 1e-9
+        assert all(
+            i.get("fresh") is None and i["score"] == i["similarity"]
+            for i in body["items"]
+            if i["id"] != "fresh-new"
+        )
+        # A filter the fresh listing fails keeps it out of both searches.
+        body = client.get(f"/v1/users/{user}/recommendations?k={k}&year.gte=1900").json()
+        assert "fresh-new" not in ids(body) and body["fresh_boost"] == 0.0
+    finally:
+        delete_items(cluster.gateway.url, 2, [*listed, "fresh-none"])
 
 
 def test_a_version_without_index_falls_back_to_the_next_older(client, store, catalogue):

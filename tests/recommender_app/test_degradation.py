@@ -169,6 +169,7 @@ def test_a_store_down_from_the_start_still_answers(own_cluster):
             "arm": "default",
             "request_id": body["request_id"],
             "popularity_prior": 0.0,  # no user vector: nothing to add a prior to
+            "fresh_boost": 0.0,
         }
         assert [r.split(":")[0] for r in body["reasons"]] == ["store_unavailable"] * 2
         assert len(body["request_id"]) == 32

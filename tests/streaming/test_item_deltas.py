@@ -64,7 +64,8 @@ def test_unchanged_text_reuses_the_vector_and_changed_text_is_encoded(publisher)
     a, b, c, d = movies
     second = {
         a.item_id: a.listing(2_000).model_copy(update={"price": 99.5}),
-        b.item_id: b.listing(2_000).model_copy(update={"location": "elsewhere"}),
+        # When it was first listed, which is not its text: re-used too.
+        b.item_id: b.listing(2_000).model_copy(update={"location": "elsewhere", "listed_at": 900}),
         c.item_id: c.listing(2_000).model_copy(update={"title": c.title + " (director's cut)"}),
         d.item_id: d.listing(2_000),
     }
@@ -85,7 +86,9 @@ def test_unchanged_text_reuses_the_vector_and_changed_text_is_encoded(publisher)
         (item, v) for item in second for v in (1, 2)
     }
     priced = next(x for x in deltas if x.item_id == a.item_id)
-    assert priced.attributes["price"] == 99.5
+    assert priced.attributes["price"] == 99.5 and "listed_at" not in priced.attributes
+    moved = next(x for x in deltas if x.item_id == b.item_id)
+    assert moved.attributes["listed_at"] == 900 and moved.attributes["location"] == "elsewhere"
 
     # A version the state lacks (a new encoder) and an item without state are encoded.
     report = pub.publish({a.item_id: second[a.item_id]}, versions=[1, 2], encoded={

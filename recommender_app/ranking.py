@@ -1,0 +1,95 @@
+"""How a personalized list is ranked: search score, popularity prior, fresh-listing boost.
+
+Each candidate's score is its search score (``similarity``) plus, for a user back after a break,
+the prior's weight times its prior (:mod:`.prior`), plus the fresh boost for a fresh listing
+(:mod:`.fresh`). The candidates are the search's hits, the hits of a second search over fresh
+listings only (the boost cannot lift what the first search never returned), and, with a prior,
+the popular pool. Scores are only added to a similarity (cosine, inner product), never to a
+distance: the caller ranks by the search alone then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from nrtrec.recommender_app.fresh import FreshBoost
+from nrtrec.recommender_app.popular import PoolVectors
+from nrtrec.schemas.filters import Filter
+from nrtrec.schemas.query_api import SearchHit
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Prior:
+    """The popularity prior of one request: its weight and the pool's vectors and priors."""
+
+    weight: float
+    pool: PoolVectors
+
+
+def _similarities(pool: PoolVectors, user: list[float], metric: str) -> list[float]:
+    """The pool's search scores for ``user``, as the node computes them (cosine or ip)."""
+    query = np.asarray(user, np.float64)
+    vectors = pool.vectors.astype(np.float64)
+    similarity = vectors @ query
+    if metric == "cosine":
+        norms = np.linalg.norm(vectors, axis=1) * np.linalg.norm(query)
+        similarity = similarity / np.maximum(norms, 1e-12)
+    return similarity.tolist()
+
+
+def rank(
+    hits: list[SearchHit],
+    *,
+    user: list[float],
+    metric: str,
+    prior: Prior | None,
+    fresh: FreshBoost,
+    now_s: float,
+    k: int,
+    viewed: set[str],
+    filter: Filter,
+) -> tuple[list[Json], bool]:
+    """The top ``k`` candidates by search score + prior + fresh boost, and whether any score
+    is more than its search score (the items then carry ``similarity``, and ``fresh`` when
+    boosted).
+
+    ``hits``: both searches' hits (an item in both counts once). A pool item the searches did
+    not return is scored here with the node's similarity; the pool's items that the user viewed
+    or the filter refuses stay out, as the search leaves them out.
+    """
+    scored: dict[str, Json] = {}
+    for h in hits:
+        if h.id not in viewed and h.id not in scored:
+            scored[h.id] = {"id": h.id, "similarity": h.score, "attributes": h.attributes}
+    prior_of: dict[str, float] = {}
+    if prior is not None:
+        pool = prior.pool
+        prior_of = dict(zip(pool.ids, (prior.weight * pool.priors).tolist(), strict=True))
+        for item_id, sim, attributes in zip(
+            pool.ids, _similarities(pool, user, metric), pool.attributes, strict=True
+        ):
+            if item_id in scored or item_id in viewed or not filter.matches(attributes):
+                continue
+            scored[item_id] = {"id": item_id, "similarity": sim, "attributes": attributes}
+    blended = prior is not None
+    for item in scored.values():
+        boost = fresh.boost_of(item["attributes"], now_s)
+        item["score"] = item["similarity"] + prior_of.get(item["id"], 0.0) + boost
+        if boost:
+            item["fresh"] = blended = True
+    # Ties in reverse id order, so the order does not depend on which list an item came from.
+    ranked = sorted(scored.values(), key=lambda i: (i["score"], i["id"]), reverse=True)[:k]
+    out = []
+    for item in ranked:
+        attributes = item.pop("attributes") or {}
+        if not blended:
+            del item["similarity"]
+        if attributes.get("title") is not None:
+            item["title"] = str(attributes["title"])
+        out.append(item)
+    return out, blended
