@@ -342,7 +342,7 @@ class AppSettings(BaseModel):
     # fresh listings only finds them. The towers rank new listings far below the items they
     # learned from; without it a new listing rarely reaches a list. Defaults: what
     # bench.relevance chose on validation (two_tower_served). 0: never (no second search).
-    fresh_boost: float = Field(default=0.1, ge=0)
+    fresh_boost: float = Field(default=0.075, ge=0)
     fresh_listing_s: float = Field(default=14 * 86_400.0, gt=0)
     # Store calls run in threads of their own, so a hung store takes at most this many.
     store_threads: int = Field(default=16, ge=1)
