@@ -338,12 +338,16 @@ class AppSettings(BaseModel):
     popularity_prior: float = Field(default=4.0, ge=0)
     session_gap_s: float = Field(default=1800.0, gt=0)
     # The fresh-listing boost (recommender_app/fresh.py): a listing whose `listed_at` is at most
-    # `fresh_listing_s` old gets `fresh_boost` added to its score, and a second search over
-    # fresh listings only finds them. The towers rank new listings far below the items they
-    # learned from; without it a new listing rarely reaches a list. Defaults: what
-    # bench.relevance chose on validation (two_tower_served). 0: never (no second search).
+    # `fresh_listing_s` old gets `fresh_boost` added to its score. The towers rank new listings
+    # far below the items they learned from; without it a new listing rarely reaches a list.
+    # Defaults: what bench.relevance chose on validation (two_tower_served). 0: never.
     fresh_boost: float = Field(default=0.075, ge=0)
     fresh_listing_s: float = Field(default=14 * 86_400.0, gt=0)
+    # The fresh listings the boost can lift are listed in the background every
+    # `fresh_refresh_s` (recommender_app/fresh_pool.py), at most `fresh_pool` of them (the
+    # newest), and scored per request in process.
+    fresh_refresh_s: float = Field(default=5.0, gt=0)
+    fresh_pool: int = Field(default=500, ge=1, le=999)
     # Store calls run in threads of their own, so a hung store takes at most this many.
     store_threads: int = Field(default=16, ge=1)
     # Click tracking: POST /v1/events answers 202 once the broker acknowledged, or 503 after

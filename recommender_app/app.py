@@ -26,6 +26,7 @@ from nrtrec.recommender_app import errors
 from nrtrec.recommender_app.arms import Arms
 from nrtrec.recommender_app.clicks import ClickPublisher
 from nrtrec.recommender_app.deps import Services
+from nrtrec.recommender_app.fresh_pool import FreshListings
 from nrtrec.recommender_app.impressions import ImpressionLog
 from nrtrec.recommender_app.metrics import Metrics
 from nrtrec.recommender_app.popular import PopularItems
@@ -56,19 +57,24 @@ def create_app(settings: Settings | None = None, store: UserVectorStore | None =
         gateway = await _open_reader(settings, metrics)
         versions = LiveVersions(gateway, cfg.index_name, cfg.versions_ttl_s)
         popular = PopularItems(settings, async_store, gateway, versions)
+        fresh = FreshListings(settings, gateway, versions)
         producer = AppProducer(settings)
         services = Services(
             settings=settings,
             store=async_store,
             versions=versions,
             popular=popular,
-            recommender=Recommender(settings, async_store, gateway, versions, popular),
+            recommender=Recommender(settings, async_store, gateway, versions, popular, fresh),
             publisher=ClickPublisher(settings, producer),
             metrics=metrics,
             arms=Arms(settings.experiment),
             impressions=ImpressionLog(settings, producer, metrics),
         )
         refresh = asyncio.create_task(popular.run(), name="popular-items")
+        # Only with a boost: the pool is of no use without one.
+        fresh_refresh = (
+            asyncio.create_task(fresh.run(), name="fresh-listings") if cfg.fresh_boost else None
+        )
         log.info("recommender app: query API at %s, index %r", gateway.base_url, cfg.index_name)
         if settings.experiment.name:
             arms = ", ".join(a.name for a in settings.experiment.arms)
@@ -76,9 +82,11 @@ def create_app(settings: Settings | None = None, store: UserVectorStore | None =
         try:
             yield {"services": services}
         finally:
-            refresh.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresh
+            for task in (refresh, fresh_refresh):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await gateway.close()
             await asyncio.to_thread(producer.close)
             await asyncio.to_thread(async_store.close)

@@ -2,16 +2,17 @@
 
 A fresh listing is one whose ``listed_at`` (set by its producer: when the listing was first
 published, an index attribute of every version) is no older than ``app.fresh_listing_s``; its
-score gets ``app.fresh_boost`` (:mod:`.ranking`). Without a ``listed_at`` a listing is never
-fresh: an update's own time would make every price change look new.
+score gets ``app.fresh_boost`` (:mod:`.ranking`); :mod:`.fresh_pool` keeps them at hand. Without
+a ``listed_at`` a listing is never fresh: an update's own time would make every price change
+look new.
 
 Why: the relevance bench (``bench/results/relevance.json``) found that the towers rank new
-listings well among themselves but far below the items they were trained on (their vectors
-carry those items' popularity), so a listing nobody had viewed before the model was trained
-almost never reached a top 10, and content similarity to the last item beat the towers on cold
-items. A small boost lifts the best-matching fresh listings into the list at little cost to the
-rest. ``bench.relevance`` scores this same rule (``two_tower_served``) and chooses the boost and
-the window on validation; the settings' defaults are its choice.
+listings well among themselves but far below the items they were trained on (their vectors carry
+those items' popularity), so a listing nobody had viewed before the model was trained almost
+never reached a top 10, and content similarity to the last item beat the towers on cold items. A
+small boost lifts the best-matching fresh listings into the list at little cost to the rest.
+``bench.relevance`` scores this same rule (``two_tower_served``) and chooses the boost and the
+window on validation; the settings' defaults are its choice.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class FreshBoost:
             return 0.0
         return self.boost if listed >= self.listed_since_ms(now_s) else 0.0
 
-    def only_fresh(self, filter: Filter, now_s: float) -> Filter:
-        """``filter`` narrowed to the listings fresh at ``now_s``: the second search's."""
-        fresh = Condition(LISTED_AT, Op.GTE, self.listed_since_ms(now_s))
-        return Filter((*filter.conditions, fresh))
+
+def listed_within(window_s: float, now_s: float) -> Filter:
+    """The filter of the listings listed at most ``window_s`` before ``now_s``."""
+    return Filter((Condition(LISTED_AT, Op.GTE, (now_s - window_s) * 1000.0),))

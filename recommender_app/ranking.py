@@ -2,10 +2,10 @@
 
 Each candidate's score is its search score (``similarity``) plus, for a user back after a break,
 the prior's weight times its prior (:mod:`.prior`), plus the fresh boost for a fresh listing
-(:mod:`.fresh`). The candidates are the search's hits, the hits of a second search over fresh
-listings only (the boost cannot lift what the first search never returned), and, with a prior,
-the popular pool. Scores are only added to a similarity (cosine, inner product), never to a
-distance: the caller ranks by the search alone then.
+(:mod:`.fresh`). The candidates are the search's hits, the fresh listings (:mod:`.fresh_pool`:
+the boost cannot lift what the search never returned) and, with a prior, the popular pool.
+Scores are only added to a similarity (cosine, inner product), never to a distance: the caller
+ranks by the search alone then.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ def rank(
     metric: str,
     prior: Prior | None,
     fresh: FreshBoost,
+    fresh_pool: PoolVectors | None = None,
     now_s: float,
     k: int,
     viewed: set[str],
@@ -58,18 +59,22 @@ def rank(
     is more than its search score (the items then carry ``similarity``, and ``fresh`` when
     boosted).
 
-    ``hits``: both searches' hits (an item in both counts once). A pool item the searches did
-    not return is scored here with the node's similarity; the pool's items that the user viewed
-    or the filter refuses stay out, as the search leaves them out.
+    A pool's item (popular or fresh) the search did not return is scored here with the node's
+    similarity; the pools' items that the user viewed or the filter refuses stay out, as the
+    search leaves them out. An item in several lists counts once.
     """
     scored: dict[str, Json] = {}
     for h in hits:
         if h.id not in viewed and h.id not in scored:
             scored[h.id] = {"id": h.id, "similarity": h.score, "attributes": h.attributes}
     prior_of: dict[str, float] = {}
+    pools = [fresh_pool] if fresh_pool is not None and fresh.boost else []
     if prior is not None:
-        pool = prior.pool
-        prior_of = dict(zip(pool.ids, (prior.weight * pool.priors).tolist(), strict=True))
+        prior_of = dict(
+            zip(prior.pool.ids, (prior.weight * prior.pool.priors).tolist(), strict=True)
+        )
+        pools.append(prior.pool)
+    for pool in pools:
         for item_id, sim, attributes in zip(
             pool.ids, _similarities(pool, user, metric), pool.attributes, strict=True
         ):

@@ -4,7 +4,7 @@ A user back after a break (their newest click older than ``app.session_gap_s``) 
 popularity prior (:mod:`.prior`): the search's hits and the popular pool, ranked by search
 score plus the prior's weight times each item's prior; the answer says the weight
 (``popularity_prior``) and each item's search score (``similarity``). Fresh listings get the
-fresh boost (:mod:`.fresh`): a second search, run beside the first, finds the best of them,
+fresh boost (:mod:`.fresh`), found among the fresh listings the app keeps (:mod:`.fresh_pool`),
 and the answer marks them (``fresh``, ``fresh_boost``). :mod:`.ranking` blends the three.
 
 Version safety (DESIGN.md, "Embedding versions"): a vector is only ever searched against the
@@ -23,7 +23,6 @@ says what happened (``degraded`` in the response).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Collection
@@ -34,6 +33,7 @@ from nrtrec.core.settings import Settings
 from nrtrec.query_node.client import NotFound, QueryApiError, QueryReader, Refused, Unavailable
 from nrtrec.recommender_app.arms import DEFAULT, Arm
 from nrtrec.recommender_app.fresh import FreshBoost
+from nrtrec.recommender_app.fresh_pool import FreshListings
 from nrtrec.recommender_app.models import DEFAULT_ARM
 from nrtrec.recommender_app.popular import PopularItems
 from nrtrec.recommender_app.prior import PopularityPrior
@@ -104,6 +104,7 @@ class Recommender:
         gateway: QueryReader,
         versions: LiveVersions,
         popular: PopularItems,
+        fresh_listings: FreshListings,
     ):
         self._app = settings.app
         # A search asks for k plus the user's recent items, at most what a node answers.
@@ -112,9 +113,9 @@ class Recommender:
         self._gateway = gateway
         self._versions = versions
         self._popular = popular
+        self._fresh_listings = fresh_listings
         self._prior = PopularityPrior(settings.app.popularity_prior, settings.app.session_gap_s)
         self._fresh = FreshBoost(settings.app.fresh_boost, settings.app.fresh_listing_s)
-        self._max_conditions = settings.query_node.filter_limits().max_conditions
 
     # ---- GET /v1/users/{user_id}/recommendations ------------------------------------------
 
@@ -183,28 +184,12 @@ class Recommender:
             # Scores add to a similarity (larger is nearer), never to a distance.
             similarity = not Metric(live.metric).smaller_is_nearer
             now = time.time()
-            # The fresh-listing search runs beside the first; its reasons come after the
-            # first's, and it is dropped when the first cannot answer.
-            fresh_search = None
-            # (A filter already at the nodes' limit of conditions has no room for the fresh one.)
-            if similarity and self._fresh.boost and len(filter.conditions) < self._max_conditions:
-                fresh_search = asyncio.create_task(
-                    self._fresh_search(user_vector.vector, version, wanted, filter, t, now)
-                )
             try:
                 hits = await self._search(user_vector.vector, version, wanted, filter, t, reasons)
             except _GiveUp:
-                if fresh_search is not None:
-                    fresh_search.cancel()
                 break
-            if hits is None:  # the version's index is gone: try the next
-                if fresh_search is not None:
-                    fresh_search.cancel()
+            if hits is None:
                 continue
-            fresh_hits: list[SearchHit] = []
-            if fresh_search is not None:
-                fresh_hits, fresh_reasons = await fresh_search
-                reasons.extend(fresh_reasons)
             source = Source.PERSONALIZED if version == newest else Source.OLDER_VERSION
             age = max(0.0, now - user_vector.source_ts / 1000)
             top = next((h.score for h in hits if h.id not in viewed), None)
@@ -216,11 +201,11 @@ class Recommender:
             if weight and pool is None:
                 weight = 0.0  # no pool vectors yet at this version: no prior
             if similarity:
-                candidates = [*hits, *fresh_hits]
                 kept, blended = rank(
-                    candidates, user=user_vector.vector, metric=live.metric,
+                    hits, user=user_vector.vector, metric=live.metric,
                     prior=Prior(weight, pool) if weight and pool is not None else None,
-                    fresh=self._fresh, now_s=now, k=k, viewed=viewed, filter=filter,
+                    fresh=self._fresh, fresh_pool=self._fresh_listings.current.get(version),
+                    now_s=now, k=k, viewed=viewed, filter=filter,
                 )  # fmt: skip
             else:
                 kept, blended = [_item(h) for h in hits if h.id not in viewed][:k], False
@@ -339,7 +324,6 @@ class Recommender:
         filter: Filter,
         t: Timings,
         reasons: list[str],
-        stage: str = "search",
     ) -> list[SearchHit] | None:
         """The hits; None when the version's index is gone (try another). Raises ``_GiveUp``
         when the gateway could not answer (no vector search then: popular items)."""
@@ -351,7 +335,7 @@ class Recommender:
             filter=filter.to_json(),
         )
         try:
-            with t.stage(stage):
+            with t.stage("search"):
                 answer = await self._gateway.search(
                     self._app.index_name,
                     request,
@@ -375,25 +359,6 @@ class Recommender:
                 "their items are missing"
             )
         return answer.items
-
-    async def _fresh_search(
-        self,
-        vector: list[float],
-        version: int,
-        k: int,
-        filter: Filter,
-        t: Timings,
-        now_s: float,
-    ) -> tuple[list[SearchHit], list[str]]:
-        """The search over fresh listings only, and why it failed (``fresh_search: ...``);
-        no hits then: the first search's still answer."""
-        own: list[str] = []
-        try:
-            fresh = self._fresh.only_fresh(filter, now_s)
-            hits = await self._search(vector, version, k, fresh, t, own, stage="fresh")
-        except _GiveUp:
-            hits = None
-        return hits or [], [f"fresh_search: {why}" for why in own]
 
     async def _popular_answer(
         self,

@@ -13,10 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 # Stages reported in Server-Timing, in order; "app" is the rest of the request's time.
-STAGES = ("store", "search", "fresh")
-# Stages that run beside another (the fresh-listing search beside the search): reported, but
-# not taken out of the rest.
-CONCURRENT = frozenset({"fresh"})
+STAGES = ("store", "search")
 
 
 @dataclass
@@ -44,10 +41,9 @@ class Timings:
             self.spent[name] = self.spent.get(name, 0.0) + time.perf_counter() - t0
 
     def header(self) -> str:
-        """``store;dur=0.41, search;dur=1.90, fresh;dur=1.70, app;dur=0.52, total;dur=2.83``
-        (milliseconds)."""
+        """``store;dur=0.41, search;dur=1.90, app;dur=0.52, total;dur=2.83`` (milliseconds)."""
         total = time.perf_counter() - self.start
         parts = [(name, self.spent.get(name, 0.0)) for name in STAGES]
-        app = max(0.0, total - sum(seconds for name, seconds in parts if name not in CONCURRENT))
+        app = max(0.0, total - sum(seconds for _, seconds in parts))
         parts += [("app", app), ("total", total)]
         return ", ".join(f"{name};dur={seconds * 1000:.3f}" for name, seconds in parts)

@@ -20,6 +20,7 @@ from nrtrec.user_store import UserVectorStore
 def section_baseline(p: Params, stack: Stack, store: UserVectorStore, data: Data) -> dict:
     app = httpx.Client(base_url=stack.apps["shards"].url, trust_env=False, timeout=10)
     via_gateway = httpx.Client(base_url=stack.apps["gateway"].url, trust_env=False, timeout=10)
+    no_fresh = httpx.Client(base_url=stack.apps["shards_no_fresh"].url, trust_env=False, timeout=10)
     gateway = httpx.Client(base_url=stack.gateway.url, trust_env=False, timeout=10)
     node = httpx.Client(base_url=stack.nodes[0].url, trust_env=False, timeout=10)
     split: dict[str, list[float]] = {s: [] for s in (*STAGES, "total")}
@@ -44,6 +45,7 @@ def section_baseline(p: Params, stack: Stack, store: UserVectorStore, data: Data
 
     paths: dict[str, Callable[[int], Any]] = {
         "app": lambda u: call_app(app, u, True),
+        "app_without_fresh_boost": lambda u: call_app(no_fresh, u, False),
         "app_via_gateway": lambda u: call_app(via_gateway, u, False),
         "app_healthz": lambda u: app.get("/healthz").raise_for_status(),
         "gateway_search": lambda u: gateway.post(
@@ -62,7 +64,7 @@ def section_baseline(p: Params, stack: Stack, store: UserVectorStore, data: Data
         sources.clear()
 
     times, _ = timed_rounds(paths, n, p.warmup, after_warmup=forget_warmup)
-    for client in (app, via_gateway, gateway, node):
+    for client in (app, no_fresh, via_gateway, gateway, node):
         client.close()
     out: dict[str, Any] = {"requests": n, "sources": dict(sources)}
     for name in paths:

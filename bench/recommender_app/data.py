@@ -1,5 +1,6 @@
-"""The serving path's data: a clustered catalogue with titles and attributes (through the
-gateway), users near the items they viewed (into the store), view counts."""
+"""The serving path's data: a clustered catalogue with titles and attributes, 2 % of it listed
+in the last week (through the gateway), users near the items they viewed (into the store), view
+counts."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ import httpx
 import numpy as np
 
 from bench.common import unit
-from bench.recommender_app.params import CATEGORIES, INDEX, MODEL_VERSION, TOKEN, Params
+from bench.recommender_app.params import (
+    CATEGORIES,
+    FRESH_SHARE,
+    INDEX,
+    MODEL_VERSION,
+    TOKEN,
+    Params,
+)
 from bench.recommender_app.stack import Stack
 from nrtrec.schemas import UserVector
 from nrtrec.user_store import UserVectorStore
@@ -32,6 +40,14 @@ def load_data(p: Params, stack: Stack, store: UserVectorStore) -> Data:
     centres = unit(rng.standard_normal((max(1, p.items // 100), p.dim)))
     which = rng.integers(0, len(centres), p.items)
     items = unit(centres[which] + 0.6 * rng.standard_normal((p.items, p.dim)) / np.sqrt(p.dim))
+    # When each item was listed (ms): FRESH_SHARE of them within the last week (fresh to the
+    # app), the rest a year ago, so the fresh search has a shop's share of new listings.
+    now_ms = time.time_ns() // 1_000_000
+    listing_rng = np.random.default_rng(p.seed + 1)  # the other draws stay as they were
+    fresh = listing_rng.random(p.items) < FRESH_SHARE
+    listed_at = np.where(
+        fresh, now_ms - listing_rng.integers(0, 7 * 86_400_000, p.items), now_ms - 365 * 86_400_000
+    )
     auth = {"Authorization": f"Bearer {TOKEN}"}
     with httpx.Client(base_url=stack.gateway.url, headers=auth, trust_env=False, timeout=120) as c:
         spec = {"dim": p.dim, "metric": "cosine", "model_version": MODEL_VERSION}
@@ -46,6 +62,7 @@ def load_data(p: Params, stack: Stack, store: UserVectorStore) -> Data:
                         "category": CATEGORIES[i % len(CATEGORIES)],
                         "price": float(5 + i % 95),
                         "year": 1950 + i % 70,
+                        "listed_at": int(listed_at[i]),
                     },
                 }
                 for i in range(lo, min(lo + 1000, p.items))

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from bench.recommender_app.params import (
+    APP_PATHS,
     BASELINE_PATHS,
     LABELS,
     STAGES,
@@ -98,7 +99,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(18, 12))
     _baseline(axes[0][0], results)
     load = results["load"]
-    series = {f"reads {path}": load[path]["by_rate"] for path in ("shards", "gateway")}
+    series = {f"reads {path}": load[path]["by_rate"] for path in APP_PATHS if path in load}
     _curves(
         axes[0][1],
         series,

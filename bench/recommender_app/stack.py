@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import ServerProcess, free_port, nrtrec_command
-from bench.recommender_app.params import KEY_PREFIX, TOKEN, Params
+from bench.recommender_app.params import APP_PATHS, KEY_PREFIX, TOKEN, Params
 from nrtrec.core.settings import RedisSettings, Settings, UserStoreSettings
 
 PARTITIONS = 4
@@ -19,7 +19,8 @@ class Stack:
     redis: ServerProcess
     nodes: list[ServerProcess]
     gateway: ServerProcess
-    # app.query_path "shards" (what `nrtrec up` runs) and "gateway".
+    # app.query_path "shards" (what `nrtrec up` runs) and "gateway"; "shards_no_fresh" reads
+    # the shards with app.fresh_boost 0 (no fresh pool).
     apps: dict[str, ServerProcess]
     settings: Settings
 
@@ -69,14 +70,15 @@ def start_stack(p: Params, workdir: Path, exits: contextlib.ExitStack) -> Stack:
         "NRTREC_USER_STORE__KEY_PREFIX": KEY_PREFIX,
     }
     apps = {}
-    for path in ("shards", "gateway"):
+    for path in APP_PATHS:
         port = free_port()
         argv = [*nrtrec, "app", "--host", "127.0.0.1", "--port", str(port)]
         # No Kafka: the load is reads only; the producer is idle (a port where nothing listens).
         argv += ["--gateway-url", gateway.url, "--kafka", f"127.0.0.1:{free_port()}"]
-        if path == "shards":
+        if path.startswith("shards"):
             argv += shard_args
-        app = ServerProcess(f"app-{path}", argv, workdir, port, env)
+        app_env = {**env, "NRTREC_APP__FRESH_BOOST": "0"} if path == "shards_no_fresh" else env
+        app = ServerProcess(f"app-{path}", argv, workdir, port, app_env)
         exits.callback(app.close)
         apps[path] = app
     for app in apps.values():

@@ -50,6 +50,7 @@ def settings(request: pytest.FixtureRequest, redis_url: str, cluster: Cluster) -
         gateway_url=cluster.gateway.url,
         shards=cluster.shard_urls() if request.param == "shards" else None,
         popular_refresh_s=0.2,
+        fresh_refresh_s=0.2,
         versions_ttl_s=0.2,
         store_timeout_s=2.0,
         search_timeout_s=2.0,

@@ -72,3 +72,28 @@ def test_no_boost_when_switched_off_or_no_time() -> None:
     assert not blended and items[0]["score"] == 0.5
     items, blended = ranked([hit("a", 0.5, listed_at="yesterday"), hit("b", 0.4, listed_at=OLD)])
     assert not blended and [i["score"] for i in items] == [0.5, 0.4]
+
+
+def test_the_fresh_pool_brings_listings_the_search_missed() -> None:
+    pool = PoolVectors(
+        ids=["f", "a", "g"],
+        vectors=np.array([[0.8, 0.6], [1.0, 0.0], [0.0, 1.0]], np.float32),
+        priors=np.zeros(3),
+        attributes=[{"listed_at": NEW}, {"listed_at": NEW}, {"listed_at": OLD}],
+    )
+    items, blended = ranked([hit("a", 0.9), hit("b", 0.85)], k=3)
+    assert [i["id"] for i in items] == ["a", "b"] and not blended
+    items, blended = rank(
+        [hit("a", 0.9), hit("b", 0.85)], user=[1.0, 0.0], metric="cosine", prior=None,
+        fresh=FRESH, fresh_pool=pool, now_s=NOW_S, k=3, viewed=set(), filter=NO_FILTER,
+    )  # fmt: skip
+    # f: cosine 0.8 + 0.2; a is the search's hit (its own attributes: not fresh); g: old, 0.0.
+    assert blended and [(i["id"], round(i["score"], 6)) for i in items] == [
+        ("f", 1.0), ("a", 0.9), ("b", 0.85)
+    ]  # fmt: skip
+    off = FreshBoost(0.0, 100.0)
+    items, _ = rank(
+        [hit("a", 0.9)], user=[1.0, 0.0], metric="cosine", prior=None, fresh=off,
+        fresh_pool=pool, now_s=NOW_S, k=3, viewed=set(), filter=NO_FILTER,
+    )  # fmt: skip
+    assert [i["id"] for i in items] == ["a"]  # no boost: the pool is not a candidate source
