@@ -2,8 +2,8 @@
 
 The towers rank a new listing far below the items they were trained on, so a search for a
 user's vector rarely returns one, and a boost can only lift what is among the candidates. A
-second search per request would find them, at twice the query traffic: the serving benchmark
-measured p95 135 ms against 10 ms without it at 150 requests/s on this 2-core machine. So a
+second search per request would find them, at twice the query traffic (in a smoke run of the
+serving benchmark it saturated this 2-core machine at 150 requests/s). So a
 background loop lists every live version's fresh listings every ``app.fresh_refresh_s`` (a
 search filtered on ``listed_at``, then their vectors), and each request scores that small pool
 in process (:mod:`.ranking`), as it scores the popular pool.

@@ -116,7 +116,7 @@ def main(
     with contextlib.ExitStack() as exits:
         workdir = Path(exits.enter_context(tempfile.TemporaryDirectory(prefix="nrtrec-bench-")))
         t0 = time.perf_counter()
-        console.print("starting redis, query nodes, gateway, two apps")
+        console.print("starting redis, query nodes, gateway, three apps")
         stack = start_stack(params, workdir, exits)
         store = exits.enter_context(open_store(stack.settings))
         results["commands"] = {s.name: s.argv for s in stack.servers()}

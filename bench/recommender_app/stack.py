@@ -1,5 +1,6 @@
-"""The serving path's processes: Redis, query nodes, a gateway, and two apps that differ only in
-how they read (the shards themselves, or the gateway)."""
+"""The serving path's processes: Redis, query nodes, a gateway, and three apps: two that differ
+only in how they read (the shards themselves, or the gateway), and one that reads the shards
+without the fresh boost."""
 
 from __future__ import annotations
 

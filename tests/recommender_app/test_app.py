@@ -199,6 +199,43 @@ def test_a_fresh_listing_gets_the_boost(client, store, catalogue, settings, clus
     assert answers[-1]["fresh_boost"] == 0.0 and ids(answers[-1]) == catalogue.exact(2, query, k)
 
 
+def test_the_fresh_pool_keeps_the_newest_when_more_are_fresh(store, catalogue, settings, cluster):
+    """app.fresh_pool 2 and three fresh listings: the pool narrows its window until the two
+    newest fit, and only they get into the list."""
+    settings = settings.model_copy(
+        update={"app": settings.app.model_copy(update={"fresh_pool": 2})}
+    )
+    boost = settings.app.fresh_boost
+    query = catalogue.vectors[2][80].astype(np.float64)
+    k, user = 6, "u-fresh-pool"
+    put_user(store, user, {2: query}, recent=[])
+    kth = catalogue.exact(2, query, k)[-1]
+    v = catalogue.vectors[2][catalogue.ids.index(kth)]
+    cosine = float(v @ query / (np.linalg.norm(v) * np.linalg.norm(query))) - boost / 2
+    now_ms = time.time_ns() // 1_000_000
+    ages_s = {"pool-10s": 10, "pool-1000s": 1_000, "pool-1d": 100_000}
+    upsert_items(cluster.gateway.url, 2, [
+        {"id": i, "vector": _with_cosine(query, cosine, n),
+         "attributes": {"title": i, "listed_at": now_ms - age * 1000}}
+        for n, (i, age) in enumerate(ages_s.items())
+    ])  # fmt: skip
+    answers: list[dict] = []
+
+    def newest_two() -> bool:
+        answers.append(client.get(f"/v1/users/{user}/recommendations?k={k}").json())
+        return {"pool-10s", "pool-1000s"} <= set(ids(answers[-1]))
+
+    try:
+        with TestClient(create_app(settings, store=store)) as client:
+            wait_until(
+                "the two newest fresh listings in the list", newest_two, 10.0, interval_s=0.1,
+                diagnose=lambda: f"last answer {answers[-1]}",
+            )  # fmt: skip
+            assert "pool-1d" not in ids(answers[-1]), answers[-1]
+    finally:
+        delete_items(cluster.gateway.url, 2, list(ages_s))
+
+
 def test_a_version_without_index_falls_back_to_the_next_older(client, store, catalogue):
     # Version 3 is the user's newest, but no index of version 3 is live: never matched with v2's
     # index; the user's own v2 vector is.
