@@ -196,7 +196,17 @@ def test_a_click_travels_the_pipeline_and_the_page_shows_the_user_towers_new_lis
     wait_until("the page listing the two recent views", loaded, PIPELINE_S, interval_s=0.5,
                diagnose=lambda: browser.find_element(By.ID, "app").text)  # fmt: skip
     assert "Based on your recent views" in browser.page_source
-    wait.until(lambda b: shown(b, ranking), f"the page never showed {ranking.top()}")
+
+    def ranked() -> bool:
+        # Server-rendered too: a list that came back degraded (popular items, a store or search
+        # call past its budget on this loaded machine) is asked again by a reload.
+        if shown(browser, ranking):
+            return True
+        browser.get(f"{pipeline.app_url}/?user={USER}")
+        return shown(browser, ranking)
+
+    wait_until(f"the page showing {ranking.top()}", ranked, PIPELINE_S, interval_s=0.5,
+               diagnose=lambda: browser.find_element(By.ID, "app").text)  # fmt: skip
     before = item_ids(browser, "rec-list")
     assert browser.find_element(By.ID, "recs-source").text == "personalized"
     shot(browser, "01-page.png")
