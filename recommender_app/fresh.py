@@ -40,7 +40,7 @@ class FreshBoost:
 
     def listed_since_ms(self, now_s: float) -> float:
         """The oldest ``listed_at`` (ms) that is fresh at ``now_s``."""
-        return (now_s - self.fresh_s) * 1000.0
+        return _since_ms(self.fresh_s, now_s)
 
     def boost_of(self, attributes: Mapping[str, Any] | None, now_s: float) -> float:
         """One listing's boost from its index attributes (none without a ``listed_at``)."""
@@ -52,4 +52,10 @@ class FreshBoost:
 
 def listed_within(window_s: float, now_s: float) -> Filter:
     """The filter of the listings listed at most ``window_s`` before ``now_s``."""
-    return Filter((Condition(LISTED_AT, Op.GTE, (now_s - window_s) * 1000.0),))
+    return Filter((Condition(LISTED_AT, Op.GTE, _since_ms(window_s, now_s)),))
+
+
+def _since_ms(window_s: float, now_s: float) -> float:
+    """The oldest ``listed_at`` (ms) within ``window_s`` of ``now_s``: one rule for the boost
+    and the pool's filter."""
+    return (now_s - window_s) * 1000.0

@@ -32,7 +32,7 @@ class Prior:
     pool: PoolVectors
 
 
-def _similarities(pool: PoolVectors, user: list[float], metric: str) -> list[float]:
+def _similarities(pool: PoolVectors, user: list[float], metric: str) -> np.ndarray:
     """The pool's search scores for ``user``, as the node computes them (cosine or ip)."""
     query = np.asarray(user, np.float64)
     vectors = pool.vectors.astype(np.float64)
@@ -40,7 +40,7 @@ def _similarities(pool: PoolVectors, user: list[float], metric: str) -> list[flo
     if metric == "cosine":
         norms = np.linalg.norm(vectors, axis=1) * np.linalg.norm(query)
         similarity = similarity / np.maximum(norms, 1e-12)
-    return similarity.tolist()
+    return similarity
 
 
 def _add_best(
@@ -61,7 +61,7 @@ def _add_best(
     can add at most) are looked at, best first, until ``k`` are taken and the next could not
     beat the ``k``-th taken: a loop over every item of a pool of hundreds cost the serving
     path more than the search itself under load."""
-    similarity = np.asarray(_similarities(pool, user, metric))
+    similarity = _similarities(pool, user, metric)
     bound = similarity + most
     taken: list[float] = []  # the taken items' scores (similarity + extra_of)
     for row in np.argsort(-bound, kind="stable"):
