@@ -16,11 +16,18 @@ from pydantic import BaseModel
 from nrtrec.cli.errors import fail, load_settings
 from nrtrec.core import logs
 from nrtrec.core.settings import Settings
+from nrtrec.core.threads import limit_blas_threads
 
 
 def _given(group: BaseModel, **options: Any) -> Any:
     """``group`` with the options that were given (not None) in place of its settings."""
     return group.model_copy(update={k: v for k, v in options.items() if v is not None})
+
+
+def _start(settings: Settings) -> None:
+    """What every service process sets up first: its logs and its BLAS threads."""
+    logs.configure(settings.log_format)
+    limit_blas_threads(settings.blas_threads)
 
 
 def _token(settings: Settings, token: str | None) -> Settings:
@@ -56,7 +63,7 @@ def query_node(
     from nrtrec.query_node import create_app
 
     settings = load_settings()
-    logs.configure(settings.log_format)
+    _start(settings)
     parts = None
     if partitions is not None:
         try:
@@ -99,7 +106,7 @@ def gateway(
     from nrtrec.query_node import create_gateway_app
 
     settings = load_settings()
-    logs.configure(settings.log_format)
+    _start(settings)
     gw = _given(
         settings.gateway,
         host=host,
@@ -146,7 +153,7 @@ def recommender_app(
     from nrtrec.recommender_app import create_app
 
     settings = load_settings()
-    logs.configure(settings.log_format)
+    _start(settings)
     cfg = _given(settings.app, host=host, port=port, kafka_bootstrap=kafka)
     gw = _given(
         settings.gateway,

@@ -470,6 +470,11 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = Field(
         default="json", description="logs of the long-running services: one JSON object a line"
     )
+    # One: a service's cores go to its concurrent requests, not to splitting one small matrix
+    # product whose idle BLAS workers then spin (nrtrec/core/threads.py).
+    blas_threads: int = Field(
+        default=1, ge=1, description="BLAS threads numpy may use in each service process"
+    )
 
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
+import psutil
 import typer
 from rich.console import Console
 
@@ -34,6 +35,15 @@ def _rates(text: str) -> tuple[float, ...]:
     return tuple(float(r) for r in text.split(",") if r.strip())
 
 
+def _cpu_s(stack: Stack) -> dict[str, float]:
+    """CPU seconds (user + system) each server of the stack has used so far."""
+    out = {}
+    for server in stack.servers():
+        times = psutil.Process(server.proc.pid).cpu_times()
+        out[server.name] = times.user + times.system
+    return out
+
+
 def section_load(p: Params, stack: Stack, user_ids: list[str]) -> dict[str, Any]:
     """Each rate against each app in turn (the same rate back to back, so both see the same
     machine)."""
@@ -43,7 +53,13 @@ def section_load(p: Params, stack: Stack, user_ids: list[str]) -> dict[str, Any]
     for rate in p.rates:
         for path in APP_PATHS:
             console.print(f"load: app reading {path}, {rate:g} requests/s for {p.seconds:g} s")
+            before = _cpu_s(stack)
             entry = run_rate(stack.apps[path].url, user_ids, p.k, rate, p.seconds, p.workers)
+            # Where the cores went: each server's CPU (all its threads) per answered request.
+            answered = max(1, entry["requests"])
+            entry["cpu_ms_per_request"] = {
+                name: 1e3 * (s - before[name]) / answered for name, s in _cpu_s(stack).items()
+            }
             out[path]["by_rate"].append(entry)
             r = entry["response"]
             if r:
@@ -52,6 +68,8 @@ def section_load(p: Params, stack: Stack, user_ids: list[str]) -> dict[str, Any]
                     f"p99 {r['p99_ms']:.2f} ms, {entry['achieved_rate']:.0f}/s, "
                     f"degraded {entry['degraded']}"
                 )
+            cpu = ", ".join(f"{n} {ms:.1f}" for n, ms in entry["cpu_ms_per_request"].items())
+            console.print(f"  CPU ms per request: {cpu}")
     return out
 
 
