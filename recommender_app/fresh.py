@@ -44,10 +44,15 @@ class FreshBoost:
 
     def boost_of(self, attributes: Mapping[str, Any] | None, now_s: float) -> float:
         """One listing's boost from its index attributes (none without a ``listed_at``)."""
+        return self.boost_since(attributes, self.listed_since_ms(now_s))
+
+    def boost_since(self, attributes: Mapping[str, Any] | None, since_ms: float) -> float:
+        """``boost_of`` with the threshold worked out once (``listed_since_ms``) for the many
+        candidates of one request."""
         listed = (attributes or {}).get(LISTED_AT)
         if not self.boost or isinstance(listed, bool) or not isinstance(listed, int | float):
             return 0.0
-        return self.boost if listed >= self.listed_since_ms(now_s) else 0.0
+        return self.boost if listed >= since_ms else 0.0
 
 
 def listed_within(window_s: float, now_s: float) -> Filter:

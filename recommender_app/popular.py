@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import anyio
@@ -44,6 +45,15 @@ class PoolVectors:
     vectors: np.ndarray  # [n, dim] float32, as stored (unit length for cosine)
     priors: np.ndarray  # [n], prior.prior of their views
     attributes: list[dict[str, Any]]  # at this version (what filters test)
+
+    # Worked out once per refresh, not once per request (ranking.py scores the pool each time).
+    @cached_property
+    def float64(self) -> np.ndarray:
+        return self.vectors.astype(np.float64)
+
+    @cached_property
+    def norms(self) -> np.ndarray:
+        return np.linalg.norm(self.float64, axis=1)
 
 
 @dataclass(frozen=True)

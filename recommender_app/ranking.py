@@ -35,11 +35,9 @@ class Prior:
 def _similarities(pool: PoolVectors, user: list[float], metric: str) -> np.ndarray:
     """The pool's search scores for ``user``, as the node computes them (cosine or ip)."""
     query = np.asarray(user, np.float64)
-    vectors = pool.vectors.astype(np.float64)
-    similarity = vectors @ query
+    similarity = pool.float64 @ query
     if metric == "cosine":
-        norms = np.linalg.norm(vectors, axis=1) * np.linalg.norm(query)
-        similarity = similarity / np.maximum(norms, 1e-12)
+        similarity /= np.maximum(pool.norms * np.linalg.norm(query), 1e-12)
     return similarity
 
 
@@ -112,14 +110,16 @@ def rank(
         prior_of = dict(zip(prior.pool.ids, extra.tolist(), strict=True))
         pools.append((prior.pool, extra + fresh.boost))
 
+    since_ms = fresh.listed_since_ms(now_s)
+
     def extra_of(item_id: str, attributes: Mapping[str, Any] | None) -> float:
-        return prior_of.get(item_id, 0.0) + fresh.boost_of(attributes, now_s)
+        return prior_of.get(item_id, 0.0) + fresh.boost_since(attributes, since_ms)
 
     for pool, most in pools:
         _add_best(scored, pool, most, user, metric, k, viewed, filter, extra_of)
     blended = prior is not None
     for item in scored.values():
-        boost = fresh.boost_of(item["attributes"], now_s)
+        boost = fresh.boost_since(item["attributes"], since_ms)
         item["score"] = item["similarity"] + prior_of.get(item["id"], 0.0) + boost
         if boost:
             item["fresh"] = blended = True
