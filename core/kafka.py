@@ -68,15 +68,17 @@ TOPIC_CONFIGS: dict[Topic, dict[str, str]] = {
 SINGLE_PARTITION = {Topic.INDEX_DECLARATIONS}
 
 
-def contract_topics(topics: TopicSettings, partitions: int, replication: int = 1) -> list[NewTopic]:
-    """The contract's topics as ``settings.topics`` names them, with their partitions and
-    retention (``TOPIC_CONFIGS``)."""
+def contract_topics(
+    topics: TopicSettings, partitions: int, replication: int = 1, min_insync: int = 1
+) -> list[NewTopic]:
+    """The contract's topics as ``settings.topics`` names them, with their partitions,
+    retention (``TOPIC_CONFIGS``), replicas and ``min.insync.replicas``."""
     return [
         NewTopic(
             name,
             num_partitions=1 if topic in SINGLE_PARTITION else partitions,
             replication_factor=replication,
-            config=TOPIC_CONFIGS[topic],
+            config={**TOPIC_CONFIGS[topic], "min.insync.replicas": str(min_insync)},
         )
         for topic, name in topics.all().items()
     ]

@@ -43,10 +43,34 @@ class KafkaSettings(BaseModel):
     log4j_version: str = "2.25.4"
     heap: str = "1g"
     partitions: int = 4
+    # The local runner's cluster: this many KRaft nodes, each a broker and a controller voter.
+    # Node i listens on port + 2i and its controller on controller_port + 2i, so the default
+    # ports (9092, 9093) interleave without colliding. Every client bootstraps from all of them:
+    # a client started while one is down still finds the cluster.
+    brokers: int = Field(default=1, ge=1, le=9)
+
+    @property
+    def broker_ports(self) -> list[int]:
+        return [self.port + 2 * i for i in range(self.brokers)]
+
+    @property
+    def controller_ports(self) -> list[int]:
+        return [self.controller_port + 2 * i for i in range(self.brokers)]
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"{self.host}:{self.port}"
+        return ",".join(f"{self.host}:{port}" for port in self.broker_ports)
+
+    @property
+    def replication_factor(self) -> int:
+        """Copies of each partition of our topics: three once the cluster has three brokers."""
+        return min(3, self.brokers)
+
+    @property
+    def min_insync_replicas(self) -> int:
+        """Copies an ``acks=all`` write waits for: all but one, so one broker may be away and
+        nothing acknowledged lives on a single disk (2 of 3)."""
+        return max(1, self.replication_factor - 1)
 
 
 class TopicSettings(BaseModel):

@@ -100,18 +100,18 @@ class LocalRunner:
         restarts = self.supervisor.restarts()
         statuses = []
         for s in self.services:
-            names = [p.name for p in s.processes()]
-            alive = all(n in infos and infos[n].alive for n in names)
-            pid = infos[names[0]].pid if alive else None
-            statuses.append(
-                ServiceStatus(
-                    s.name,
-                    s.url(),
-                    pid,
-                    alive and s.healthy(),
-                    sum(restarts.get(n, 0) for n in names),
+            for member, names in s.members().items():
+                alive = all(n in infos and infos[n].alive for n in names)
+                pid = infos[names[0]].pid if alive else None
+                statuses.append(
+                    ServiceStatus(
+                        member,
+                        s.member_url(member),
+                        pid,
+                        alive and s.member_healthy(member),
+                        sum(restarts.get(n, 0) for n in names),
+                    )
                 )
-            )
         return statuses
 
     def _running(self, service: Service) -> bool:

@@ -156,6 +156,14 @@ class Supervisor:
             self._rpc().supervisor.startProcess(name, False)
         return self.info()[name]
 
+    def stop(self, name: str) -> None:
+        """Stop a program and keep it stopped until ``start`` (a node held down, say)."""
+        try:
+            self._rpc().supervisor.stopProcess(name, True)
+        except xmlrpc.client.Fault as e:
+            if "NOT_RUNNING" not in e.faultString:
+                raise
+
     def info(self) -> dict[str, ProcessInfo]:
         """Every program's state and pid; empty when supervisord is not running."""
         try:

@@ -71,6 +71,17 @@ class Service(ABC):
     def healthy(self) -> bool:
         """A quick probe that never raises."""
 
+    def members(self) -> dict[str, list[str]]:
+        """The rows of ``nrtrec status`` and the processes behind each: the service as one row
+        by default; a cluster shows a row per node (``member_healthy``, ``member_url``)."""
+        return {self.name: [p.name for p in self.processes()]}
+
+    def member_healthy(self, member: str) -> bool:
+        return self.healthy()
+
+    def member_url(self, member: str) -> str:
+        return self.url()
+
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     """True when something accepts TCP connections on host:port."""

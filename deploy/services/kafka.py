@@ -1,4 +1,10 @@
-"""Apache Kafka in KRaft mode: one combined broker+controller node started with `java`.
+"""Apache Kafka in KRaft mode: ``kafka.brokers`` combined broker+controller nodes started with
+`java` (one, ``kafka``, by default; a cluster of ``kafka-0`` .. ``kafka-N`` when asked for).
+
+In a cluster every node is a voter of a static controller quorum, and our topics (and Kafka's
+own: consumer offsets, transaction state) have ``kafka.replication_factor`` copies and
+``min.insync.replicas`` one fewer: with three brokers, one may die and every ``acks=all`` write
+still lands on two disks, with no client waiting for it to come back.
 
 The jars come from Maven Central (``kafka_<scala>`` and its runtime dependencies), so no
 tarball or Docker image is needed. The broker's POM ships log4j-core but no SLF4J binding;
@@ -65,16 +71,23 @@ class KafkaService(Service):
         return self.cache_dir / f"jars-{self.settings.kafka.version}"
 
     @property
-    def config_file(self) -> Path:
-        return self.data_dir / "server.properties"
-
-    @property
     def log4j_file(self) -> Path:
         return self.data_dir / "log4j2.properties"
 
-    @property
-    def log_dir(self) -> Path:
-        return self.data_dir / "log"
+    def node_names(self) -> list[str]:
+        """The supervised processes: ``kafka`` alone, or ``kafka-0`` .. in a cluster."""
+        n = self.settings.kafka.brokers
+        return [self.name] if n == 1 else [f"{self.name}-{i}" for i in range(n)]
+
+    def _node_dir(self, node: int) -> Path:
+        # A single broker keeps the layout of every earlier run (its log dir is kept).
+        return self.data_dir if self.settings.kafka.brokers == 1 else self.data_dir / f"node-{node}"
+
+    def config_file(self, node: int = 0) -> Path:
+        return self._node_dir(node) / "server.properties"
+
+    def log_dir(self, node: int = 0) -> Path:
+        return self._node_dir(node) / "log"
 
     def install(self) -> None:
         cfg = self.settings.kafka
@@ -105,45 +118,68 @@ class KafkaService(Service):
             *args,
         ]
 
-    def prepare(self) -> None:
+    def _properties(self, node: int) -> dict[str, str]:
         cfg = self.settings.kafka
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log4j_file.write_text(_LOG4J2)
-        props = {
+        port, controller = cfg.broker_ports[node], cfg.controller_ports[node]
+        # One node keeps id 1, as every earlier single-broker run formatted it.
+        ids = [1] if cfg.brokers == 1 else list(range(cfg.brokers))
+        quorum = zip(ids, cfg.controller_ports, strict=True)
+        voters = ",".join(f"{i}@{cfg.host}:{p}" for i, p in quorum)
+        replicas, min_isr = str(cfg.replication_factor), str(cfg.min_insync_replicas)
+        return {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            # A static one-voter quorum: the simplest KRaft set-up that survives restarts.
-            "controller.quorum.voters": f"1@{cfg.host}:{cfg.controller_port}",
-            "listeners": (
-                f"PLAINTEXT://{cfg.host}:{cfg.port},CONTROLLER://{cfg.host}:{cfg.controller_port}"
-            ),
-            "advertised.listeners": f"PLAINTEXT://{cfg.host}:{cfg.port}",
+            "node.id": str(ids[node]),
+            # A static quorum of every node: the simplest KRaft set-up that survives restarts.
+            "controller.quorum.voters": voters,
+            "listeners": f"PLAINTEXT://{cfg.host}:{port},CONTROLLER://{cfg.host}:{controller}",
+            "advertised.listeners": f"PLAINTEXT://{cfg.host}:{port}",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "log.dirs": str(self.log_dir),
+            "log.dirs": str(self.log_dir(node)),
             "num.partitions": str(cfg.partitions),
             # Contract topics are created explicitly; a typo must fail, not make a new topic.
             "auto.create.topics.enable": "false",
-            "offsets.topic.replication.factor": "1",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            # One node, one consumer per group in tests: waiting for more members only adds lag.
+            "default.replication.factor": replicas,
+            "min.insync.replicas": min_isr,
+            "offsets.topic.replication.factor": replicas,
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": min_isr,
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": min_isr,
+            # One consumer per group in tests: waiting for more members only adds lag.
             "group.initial.rebalance.delay.ms": "0",
         }
-        self.config_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-        # Formatting again would need the old cluster id; an existing log dir keeps its data.
-        if not (self.log_dir / "meta.properties").exists():
-            self._format()
 
-    def _format(self) -> None:
+    def prepare(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log4j_file.write_text(_LOG4J2)
+        cluster_id = self._cluster_id() or random_cluster_id()
+        for node in range(self.settings.kafka.brokers):
+            self._node_dir(node).mkdir(parents=True, exist_ok=True)
+            props = self._properties(node)
+            self.config_file(node).write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+            # Formatting again would need the old cluster id; an existing log dir keeps its data.
+            if not (self.log_dir(node) / "meta.properties").exists():
+                self._format(node, cluster_id)
+
+    def _cluster_id(self) -> str | None:
+        """The id a node of this run was formatted with: a node whose log dir was lost joins
+        the same cluster."""
+        for node in range(self.settings.kafka.brokers):
+            meta = self.log_dir(node) / "meta.properties"
+            if meta.exists():
+                for line in meta.read_text().splitlines():
+                    if line.startswith("cluster.id="):
+                        return line.split("=", 1)[1].strip()
+        return None
+
+    def _format(self, node: int, cluster_id: str) -> None:
         argv = self._java(
             "kafka.tools.StorageTool",
             "format",
-            "--config", str(self.config_file),
-            "--cluster-id", random_cluster_id(),
+            "--config", str(self.config_file(node)),
+            "--cluster-id", cluster_id,
         )  # fmt: skip
         result = subprocess.run(argv, capture_output=True, text=True)
         if result.returncode != 0:
@@ -152,25 +188,47 @@ class KafkaService(Service):
             )
 
     def processes(self) -> list[Process]:
-        return [Process(self.name, self._java("kafka.Kafka", str(self.config_file)))]
+        return [
+            Process(name, self._java("kafka.Kafka", str(self.config_file(node))))
+            for node, name in enumerate(self.node_names())
+        ]
 
     def ports(self) -> list[int]:
-        return [self.settings.kafka.port, self.settings.kafka.controller_port]
+        return [*self.settings.kafka.broker_ports, *self.settings.kafka.controller_ports]
 
     def url(self) -> str:
         return self.settings.kafka.bootstrap_servers
+
+    def members(self) -> dict[str, list[str]]:
+        return {name: [name] for name in self.node_names()}
+
+    def member_healthy(self, member: str) -> bool:
+        """This node accepts connections and the cluster's metadata lists it."""
+        cfg, node = self.settings.kafka, self.node_names().index(member)
+        if not port_open(cfg.host, cfg.broker_ports[node]):
+            return False
+        try:
+            brokers = self._admin().list_topics(timeout=2).brokers.values()
+        except Exception:
+            return False
+        return any(b.port == cfg.broker_ports[node] for b in brokers)
+
+    def member_url(self, member: str) -> str:
+        cfg = self.settings.kafka
+        return f"{cfg.host}:{cfg.broker_ports[self.node_names().index(member)]}"
 
     def _admin(self) -> AdminClient:
         # log_level 3 (errors only): librdkafka otherwise warns about every refused connection.
         return AdminClient({"bootstrap.servers": self.url(), "log_level": 3})
 
     def healthy(self) -> bool:
+        """Every broker accepts connections and is registered with the controller quorum."""
         cfg = self.settings.kafka
-        # Probing the port first keeps librdkafka from retrying against a broker not yet there.
-        if not port_open(cfg.host, cfg.port):
+        # Probing the ports first keeps librdkafka from retrying against a broker not yet there.
+        if not all(port_open(cfg.host, port) for port in cfg.broker_ports):
             return False
         try:
-            return bool(self._admin().list_topics(timeout=2).brokers)
+            return len(self._admin().list_topics(timeout=2).brokers) == cfg.brokers
         except Exception:
             return False
 
@@ -178,7 +236,10 @@ class KafkaService(Service):
         """The contract's topics, created with their retention, or given it when they exist
         from before (an older run's topics kept the broker's defaults)."""
         admin = self._admin()
-        wanted = contract_topics(self.settings.topics, self.settings.kafka.partitions)
+        cfg = self.settings.kafka
+        wanted = contract_topics(
+            self.settings.topics, cfg.partitions, cfg.replication_factor, cfg.min_insync_replicas
+        )
         for topic, future in admin.create_topics(wanted).items():
             try:
                 future.result()
