@@ -115,13 +115,19 @@ class FaultStack:
         self.runner.down()
 
 
-def stack_settings(run_dir: Path, models: Path) -> Settings:
+def stack_settings(run_dir: Path, models: Path, kafka_brokers: int = 1) -> Settings:
     """Every port free, this run's own folders, the encoders in ``models``; snapshots often,
-    so a restarted node sometimes has one and sometimes replays more."""
+    so a restarted node sometimes has one and sometimes replays more. ``kafka_brokers``: one
+    broker, or a cluster (node i on kafka port + 2i, its controller on the next port)."""
+    kafka_port = free_port_run(2 * kafka_brokers)
+    kafka = KafkaSettings(
+        port=kafka_port, controller_port=kafka_port + 1, brokers=kafka_brokers,
+        heap="1g" if kafka_brokers == 1 else "384m",
+    )  # fmt: skip
     return Settings(
         run_dir=run_dir,
         token=TOKEN,
-        kafka=KafkaSettings(port=free_port(), controller_port=free_port()),
+        kafka=kafka,
         flink=FlinkSettings(rest_port=free_port(), rpc_port=free_port()),
         triton=TritonSettings(
             http_port=free_port(),
@@ -138,11 +144,11 @@ def stack_settings(run_dir: Path, models: Path) -> Settings:
     )
 
 
-def start_stack(run_dir: Path, trained_repository: Path) -> FaultStack:
+def start_stack(run_dir: Path, trained_repository: Path, kafka_brokers: int = 1) -> FaultStack:
     """The whole stack, its encoders loaded, its indexes declared, both jobs running."""
     models = run_dir.parent / f"{run_dir.name}-models"
     shutil.copytree(trained_repository, models)
-    runner = LocalRunner(stack_settings(run_dir, models))
+    runner = LocalRunner(stack_settings(run_dir, models, kafka_brokers))
     try:
         runner.up()
         settings = runner.settings

@@ -16,7 +16,15 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.faults.harness import FaultStack, Load, heal, settled, start_stack
+from tests.faults.harness import (
+    FaultStack,
+    Load,
+    heal,
+    probe_click_stored,
+    probe_listing_searchable,
+    settled,
+    start_stack,
+)
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -29,14 +37,19 @@ FAULTS = {
     "the Flink TaskManager": ["flink-taskmanager"],
     "Triton": ["triton"],
     "Redis": ["redis"],
-    "the Kafka broker": ["kafka"],
+    # The stack runs a 3-broker cluster: all three at once is the whole of Kafka gone (clicks
+    # wait in the app's spool); one of three is test_one_broker_held_down_stops_nothing.
+    "the whole Kafka cluster": ["kafka-0", "kafka-1", "kafka-2"],
 }
+BROKERS = 3
+HELD_DOWN = "kafka-1"
 HEAL_S = 240.0
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, trained_models) -> Iterator[FaultStack]:
-    s = start_stack(tmp_path_factory.mktemp("faults") / "run", trained_models.repository.path)
+    run_dir = tmp_path_factory.mktemp("faults") / "run"
+    s = start_stack(run_dir, trained_models.repository.path, kafka_brokers=BROKERS)
     try:
         yield s
     finally:
@@ -85,6 +98,28 @@ def test_the_stack_heals_from_a_sigkill_of(fault: str, stack: FaultStack, load: 
     if fault != "the app":
         # Only the app's own death leaves a read unanswered.
         assert all(r.status is not None for r in during), [r for r in during if r.status is None]
+
+
+def test_one_broker_held_down_stops_nothing(stack: FaultStack, load: Load) -> None:
+    """One broker of three killed and kept down: the pipeline goes on without waiting for it
+    (a listing made now is searchable, a click made now is stored, while it is still down)."""
+    start = time.monotonic()
+    stack.kill([HELD_DOWN])
+    stack.runner.supervisor.stop(HELD_DOWN)
+    try:
+        listed, clicked = probe_listing_searchable(stack, load), probe_click_stored(stack)
+        wait_until(
+            f"a listing made with {HELD_DOWN} down searchable", listed, HEAL_S, interval_s=0.5
+        )
+        wait_until(f"a click made with {HELD_DOWN} down stored", clicked, HEAL_S, interval_s=0.5)
+        assert stack.pids(HELD_DOWN) is None, f"{HELD_DOWN} came back: the test proves nothing"
+    finally:
+        stack.runner.supervisor.start(HELD_DOWN)
+    during = [r for r in load.reads if r.at >= start]
+    assert during and all(r.status is not None and r.status < 500 for r in during), during[:5]
+    refused = [(at, status) for at, status in load.refused_clicks if at >= start]
+    assert refused == [], refused
+    wait_until(f"{HELD_DOWN} back and every service healthy", stack.healthy, HEAL_S)
 
 
 def test_nothing_acknowledged_is_lost(stack: FaultStack, load: Load) -> None:
