@@ -97,9 +97,17 @@ class FlinkSettings(BaseModel):
     rpc_port: int = 6123
     # The official Kafka connector is released per Flink minor; it must match apache-flink.
     kafka_connector_version: str = "5.0.0-2.2"
-    taskmanager_slots: int = 2
+    taskmanager_slots: int = Field(default=2, ge=1)
+    # The local runner's cluster: this many TaskManagers (flink-taskmanager-0..N in `nrtrec
+    # status`) beside the one JobManager; jobs at streaming.parallelism p spread over them, and
+    # a job restored at another parallelism has its keyed state split by key group.
+    taskmanagers: int = Field(default=1, ge=1, le=8)
     jobmanager_memory: str = "1024m"
     process_memory: str = "1600m"
+
+    @property
+    def slots(self) -> int:
+        return self.taskmanagers * self.taskmanager_slots
 
     @property
     def rest_url(self) -> str:
@@ -312,6 +320,10 @@ class StreamingSettings(BaseModel):
     checkpoint_dir: Path | None = Field(default=None, description="None: <run_dir>/checkpoints")
     checkpoint_interval_ms: int = Field(default=2000, ge=100)
     parallelism: int = Field(default=1, ge=1)
+    # Key groups of the jobs' keyed state, the most subtasks it can ever be split over: fixed
+    # for a job's whole life (a checkpoint restores only at the same value). 128 is what Flink
+    # derives for parallelism under 86, so checkpoints from before the setting still restore.
+    max_parallelism: int = Field(default=128, ge=1, le=32768)
     consumer_group: str = "nrtrec-streaming"
     history_ttl_s: int = Field(default=30 * 24 * 3600, ge=1, description="keyed-state TTL")
     flush_size: int = Field(default=64, ge=1, description="encoder batch: flush at this size")
@@ -330,6 +342,15 @@ class StreamingSettings(BaseModel):
     bulk_load_timeout_s: float = Field(
         default=120.0, gt=0, description="one query node reading and swapping in a snapshot"
     )
+
+    @model_validator(mode="after")
+    def _parallelism_fits_the_key_groups(self) -> StreamingSettings:
+        if self.parallelism > self.max_parallelism:
+            raise ValueError(
+                f"parallelism {self.parallelism} is above max_parallelism "
+                f"{self.max_parallelism}: keyed state cannot be split over more subtasks"
+            )
+        return self
 
 
 class AppSettings(BaseModel):

@@ -121,6 +121,8 @@ def ensure_jobs(
     from nrtrec.streaming.bulk import default_out_dir
 
     live = live_jobs(flink)
+    if any(job.name not in live for job in JOBS):
+        check_slots(settings, flink)
     ids = {}
     for job in JOBS:
         if job.name in live:
@@ -138,6 +140,20 @@ def ensure_jobs(
         on_progress(f"submitting {job.name}" + (f" from {restore}" if restore else ""))
         ids[job.name] = submit(flink, settings, job, restore_from=restore, extra_args=extra)
     return ids
+
+
+def check_slots(settings: Settings, flink: FlinkCluster) -> None:
+    """Refuse up front what the cluster could never run: each job at streaming.parallelism p
+    takes p task slots (its operators share them), and a job short of slots would wait for
+    them until Flink's slot request timed out, minutes later, with a less clear reason."""
+    needed = settings.streaming.parallelism * len(JOBS)
+    total = int(flink.rest("GET", "/overview").get("slots-total", 0))
+    if total < needed:
+        raise JobSubmitFailed(
+            f"{len(JOBS)} jobs at parallelism {settings.streaming.parallelism} need {needed} task "
+            f"slots and the Flink cluster has {total}: start more TaskManagers "
+            "(flink.taskmanagers, flink.taskmanager_slots) or lower streaming.parallelism"
+        )
 
 
 def keep_jobs(

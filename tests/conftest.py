@@ -85,7 +85,9 @@ def test_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         run_dir=run_dir,
         token="test-token",
         kafka=KafkaSettings(port=free_port(), controller_port=free_port()),
-        flink=FlinkSettings(rest_port=free_port(), rpc_port=free_port()),
+        # Two TaskManagers, as cluster mode runs them: a job restored at another parallelism
+        # (tests/streaming/test_pipeline.py) has its keyed state split over both.
+        flink=FlinkSettings(rest_port=free_port(), rpc_port=free_port(), taskmanagers=2),
         triton=TritonSettings(
             http_port=free_port(),
             grpc_port=free_port(),

@@ -1,6 +1,7 @@
 """A local standalone Flink cluster, started from the Flink distribution inside PyFlink's wheel.
 
-One JobManager and one TaskManager, every socket on 127.0.0.1. The cluster's Flink version is
+One JobManager and ``flink.taskmanagers`` TaskManagers (one by default), every socket on
+127.0.0.1. The cluster's Flink version is
 the ``apache-flink`` version pip installed, so the PyFlink client and the cluster always agree.
 The official Kafka connector is not part of the wheel: ``install()`` resolves the shaded
 ``flink-sql-connector-kafka`` jar from Maven Central, and jobs ship it with ``connector_jars()``
@@ -237,7 +238,9 @@ class FlinkService(Service):
     def processes(self) -> list[Process]:
         bin_dir = flink_home() / "bin"
         env = self._env()
-        # The console scripts `exec` java, so the supervisor's pid is the JVM's.
+        # The console scripts `exec` java, so the supervisor's pid is the JVM's. TaskManagers
+        # share the config: their RPC and data ports are ephemeral, their resource ids random.
+        taskmanager = ["bash", str(bin_dir / "taskmanager.sh"), "start-foreground"]
         return [
             Process(
                 "flink-jobmanager",
@@ -245,27 +248,63 @@ class FlinkService(Service):
                 env=env,
                 cwd=self.data_dir,
             ),
-            Process(
-                "flink-taskmanager",
-                ["bash", str(bin_dir / "taskmanager.sh"), "start-foreground"],
-                env=env,
-                cwd=self.data_dir,
+            *(
+                Process(
+                    name, [*taskmanager, *self._taskmanager_args(name)], env=env, cwd=self.data_dir
+                )
+                for name in self.taskmanager_names()
             ),
         ]
 
+    def _taskmanager_args(self, name: str) -> list[str]:
+        # Beside others, a TaskManager registers under its process name (the REST API's
+        # /taskmanagers id), so `nrtrec status` can tell which one is missing; a restarted one
+        # takes its predecessor's registration over instead of waiting out its heartbeat.
+        if self.settings.flink.taskmanagers == 1:
+            return []
+        return ["-D", f"taskmanager.resource-id={name}"]
+
+    def taskmanager_names(self) -> list[str]:
+        """``flink-taskmanager`` alone, as a one-TaskManager cluster always named it; else
+        ``flink-taskmanager-0..N``."""
+        n = self.settings.flink.taskmanagers
+        return ["flink-taskmanager"] if n == 1 else [f"flink-taskmanager-{i}" for i in range(n)]
+
     def ports(self) -> list[int]:
         return [self.settings.flink.rest_port, self.settings.flink.rpc_port]
+
+    def members(self) -> dict[str, list[str]]:
+        """One row for the cluster, or with several TaskManagers the JobManager's row and one
+        per TaskManager."""
+        if self.settings.flink.taskmanagers == 1:
+            return super().members()
+        return {self.name: ["flink-jobmanager"], **{n: [n] for n in self.taskmanager_names()}}
+
+    def member_healthy(self, member: str) -> bool:
+        if self.settings.flink.taskmanagers == 1:
+            return self.healthy()
+        try:
+            if member == self.name:  # the JobManager: it answers
+                return bool(self.rest("GET", "/overview", timeout=2.0))
+            registered = self.rest("GET", "/taskmanagers", timeout=2.0).get("taskmanagers", [])
+        except Exception:
+            return False
+        return any(tm.get("id") == member for tm in registered)
 
     def url(self) -> str:
         return self.settings.flink.rest_url
 
     def healthy(self) -> bool:
+        """The JobManager answers and every TaskManager has registered its slots."""
         try:
             overview = self.rest("GET", "/overview", timeout=2.0)
-            slots = int(overview.get("slots-total", 0)) + int(overview.get("slots-available", 0))
-            return int(overview.get("taskmanagers", 0)) >= 1 and slots > 0
         except Exception:
             return False
+        cfg = self.settings.flink
+        return (
+            int(overview.get("taskmanagers", 0)) >= cfg.taskmanagers
+            and int(overview.get("slots-total", 0)) >= cfg.slots
+        )
 
     # --- clients and jobs ------------------------------------------------------------------------
 

@@ -59,6 +59,7 @@ def environment(settings: Settings, jars: list[str], name: str) -> StreamExecuti
     env = StreamExecutionEnvironment.get_execution_environment(config)
     env.add_jars(*(Path(j).resolve().as_uri() for j in jars))
     env.set_parallelism(cfg.parallelism)
+    env.set_max_parallelism(cfg.max_parallelism)
     return env
 
 

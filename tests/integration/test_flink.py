@@ -57,12 +57,35 @@ def test_connector_must_match_the_installed_flink_minor(tmp_path: Path) -> None:
 
 def test_cluster_is_healthy_on_loopback(flink: FlinkService) -> None:
     overview = flink.rest("GET", "/overview")
-    assert overview["taskmanagers"] >= 1
-    assert overview["slots-total"] == flink.settings.flink.taskmanager_slots
+    assert overview["taskmanagers"] == flink.settings.flink.taskmanagers
+    assert overview["slots-total"] == flink.settings.flink.slots
+    # `nrtrec status`: the JobManager's row and one per TaskManager, each registered by name.
+    rows = flink.members()
+    assert list(rows) == ["flink", "flink-taskmanager-0", "flink-taskmanager-1"]
+    assert all(flink.member_healthy(row) for row in rows)
     assert overview["flink-version"] == pyflink_version()
     config = {e["key"]: e["value"] for e in flink.rest("GET", "/jobmanager/config")}
     assert config["rest.bind-address"] == "127.0.0.1"
     assert config["jobmanager.bind-host"] == "127.0.0.1"
+
+
+def test_jobs_the_cluster_has_no_slots_for_are_refused_with_the_reason(
+    flink: FlinkService, tmp_path: Path
+) -> None:
+    from nrtrec.streaming.errors import JobSubmitFailed
+    from nrtrec.streaming.submit import ensure_jobs, live_jobs
+
+    slots = flink.settings.flink.slots
+    too_wide = flink.settings.model_copy(
+        update={
+            "run_dir": tmp_path,
+            "streaming": flink.settings.streaming.model_copy(update={"parallelism": slots}),
+        }
+    )
+    before = live_jobs(flink)
+    with pytest.raises(JobSubmitFailed, match=rf"need {2 * slots} task slots .* has {slots}"):
+        ensure_jobs(too_wide, flink)
+    assert live_jobs(flink) == before, "a job was submitted"
 
 
 def test_pyflink_kafka_job_runs_on_the_local_cluster(stack, flink: FlinkService) -> None:
@@ -136,3 +159,39 @@ def test_pyflink_kafka_job_runs_on_the_local_cluster(stack, flink: FlinkService)
         flink.cancel_job(job_id)
         wait_until("job CANCELED", lambda: flink.job_state(job_id) == "CANCELED", 60)
         admin.delete_topics([in_topic, out_topic])
+
+
+def test_a_killed_taskmanager_comes_back_under_its_own_name(flink: FlinkService) -> None:
+    """SIGKILL one of the two TaskManagers: supervisord starts another, which registers under
+    the same name and so takes the dead one's registration over: the cluster never counts a
+    third TaskManager while the dead one's heartbeat runs out."""
+    import os
+    import signal
+
+    import psutil
+
+    name = flink.taskmanager_names()[-1]
+
+    def pid() -> int | None:
+        for p in psutil.process_iter(["cmdline"]):
+            line = " ".join(p.info["cmdline"] or [])
+            if f"taskmanager.resource-id={name}" in line and str(flink.conf_dir) in line:
+                return p.pid
+        return None
+
+    def registration() -> str | None:
+        """The registered TaskManager's RPC address: a new process has a new port."""
+        registered = flink.rest("GET", "/taskmanagers").get("taskmanagers", [])
+        return next((tm["path"] for tm in registered if tm["id"] == name), None)
+
+    before, registered_before = pid(), registration()
+    assert before is not None and registered_before is not None, f"{name} is not running"
+    os.kill(before, signal.SIGKILL)
+    wait_until(
+        f"{name} restarted and registered anew",
+        lambda: pid() not in (None, before) and registration() not in (None, registered_before),
+        120,
+        diagnose=lambda: str(flink.rest("GET", "/taskmanagers")),
+    )
+    assert flink.rest("GET", "/overview")["taskmanagers"] == flink.settings.flink.taskmanagers
+    wait_until("the cluster healthy again", flink.healthy, 60)

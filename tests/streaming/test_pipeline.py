@@ -1,6 +1,6 @@
 """End to end on the real services: listings and clicks produced to Kafka become searchable
 items and stored user vectors through the two PyFlink jobs; a restart from the last checkpoint
-loses nothing; bad events land in ``dead-letters``."""
+at twice the parallelism loses nothing; bad events land in ``dead-letters``."""
 
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def expected_histories(events: list[ClickEvent]) -> dict[str, list[str]]:
     return {u: h.item_ids for u, h in per_user.items()}
 
 
-def test_listings_and_clicks_become_items_and_user_vectors_and_survive_a_restart(
+def test_listings_and_clicks_become_items_and_user_vectors_and_survive_a_rescaling_restart(
     pipeline, trained_models
 ) -> None:
     settings, flink, jobs, topics = pipeline
@@ -166,7 +166,10 @@ def test_listings_and_clicks_become_items_and_user_vectors_and_survive_a_restart
         for u in range(N_USERS)
         for j, i in enumerate(rng.choice(N_ITEMS, size=6, replace=False))
     ]
-    first, second = clicks[: len(clicks) // 2], clicks[len(clicks) // 2 :]
+    # Every user's first three views before the restart, the last three after: each stored
+    # history then needs the keyed state the restored job was given.
+    first = [c for c in clicks if int(c.event_id.rsplit("-", 1)[1]) < 3]
+    second = [c for c in clicks if int(c.event_id.rsplit("-", 1)[1]) >= 3]
     produce(settings, topics["clicks"], [(c.user_id, encode(c)) for c in first])
     # Dated an hour ahead of the job's clock: it would stay the user's newest view for an hour.
     future = clicks[0].model_copy(
@@ -191,8 +194,10 @@ def test_listings_and_clicks_become_items_and_user_vectors_and_survive_a_restart
         "first clicks stored", lambda: stored_match(first), 120, diagnose=lambda: diagnose(flink)
     )
 
-    # Restart: cancel both jobs after a checkpoint (it is retained), produce while they are
-    # down, then start them again from their newest checkpoint.
+    # Restart and rescale: cancel both jobs after a checkpoint (it is retained), produce while
+    # they are down, then start them again from their newest checkpoint at parallelism 2, over
+    # the session's two TaskManagers: Flink splits each job's keyed state (histories, item
+    # vectors) by key group between the two subtasks.
     for name in (USER_VECTORS.name, ITEM_DELTAS.name):
         wait_for_checkpoint(flink, jobs[name], timeout_s=60)
         flink.cancel_job(jobs[name])
@@ -209,8 +214,14 @@ def test_listings_and_clicks_become_items_and_user_vectors_and_survive_a_restart
         topics["listings"],
         [(x.item_id, encode(x)) for x in (renamed, deleted, repriced)],
     )
-    restarted = ensure_jobs(settings, flink)
+    rescaled = settings.model_copy(
+        update={"streaming": settings.streaming.model_copy(update={"parallelism": 2})}
+    )
+    restarted = ensure_jobs(rescaled, flink)
     assert set(restarted.values()).isdisjoint(jobs.values())
+    for name, job_id in restarted.items():
+        vertices = flink.rest("GET", f"/jobs/{job_id}")["vertices"]
+        assert {v["parallelism"] for v in vertices} == {2}, f"{name}: {vertices}"
     wait_until(
         "every click stored", lambda: stored_match(clicks), 120, diagnose=lambda: diagnose(flink)
     )
