@@ -225,51 +225,45 @@ def _shard_axis(ax, xs: list[int]) -> None:
     ax.set_xticks(xs, [str(x) for x in xs])
 
 
-def _latency(ax, results: dict[str, Any]) -> bool:
+def _lines(ax, results: dict[str, Any], series, ylabel: str, title: str) -> bool:
+    """One line per ``(label, style, value of a point)`` over the shard counts."""
     xs = _xs(results)
-    for k in ("10", "100"):
-        ax.plot(xs, [p[k]["gateway"]["p95_ms"] for p in results["points"]], "o-",
-                label=f"k={k}: through the gateway")  # fmt: skip
-        ax.plot(xs, [p[k]["slowest_shard"]["p95_ms"] for p in results["points"]], "s--",
-                label=f"k={k}: slowest shard, direct")  # fmt: skip
-    ax.set(xlabel="shards", ylabel="p95 ms", title="Search p95, one at a time")
+    for label, style, value in series:
+        ax.plot(xs, [value(p) for p in results["points"]], style, label=label)
+    ax.set(xlabel="shards", ylabel=ylabel, title=title)
     _shard_axis(ax, xs)
     ax.legend(fontsize=7)
     return True
+
+
+def _per_k(make):
+    """``make(k)`` -> that k's series, for k = 10 and 100."""
+    return [line for k in ("10", "100") for line in make(k)]
+
+
+def _latency(ax, results: dict[str, Any]) -> bool:
+    series = _per_k(lambda k: [
+        (f"k={k}: through the gateway", "o-", lambda p: p[k]["gateway"]["p95_ms"]),
+        (f"k={k}: slowest shard, direct", "s--", lambda p: p[k]["slowest_shard"]["p95_ms"]),
+    ])  # fmt: skip
+    return _lines(ax, results, series, "p95 ms", "Search p95, one at a time")
 
 
 def _overhead(ax, results: dict[str, Any]) -> bool:
-    xs = _xs(results)
-    for k in ("10", "100"):
-        for q in ("p50_ms", "p95_ms"):
-            ax.plot(xs, [p[k]["overhead"][q] for p in results["points"]], "o-",
-                    label=f"k={k} {q[:3]}")  # fmt: skip
-    ax.set(xlabel="shards", ylabel="ms",
-           title="Fan-out overhead: gateway minus slowest shard")  # fmt: skip
-    _shard_axis(ax, xs)
-    ax.legend(fontsize=7)
-    return True
+    series = _per_k(lambda k: [
+        (f"k={k} {q[:3]}", "o-", lambda p, q=q: p[k]["overhead"][q]) for q in ("p50_ms", "p95_ms")
+    ])  # fmt: skip
+    return _lines(ax, results, series, "ms", "Fan-out overhead: gateway minus slowest shard")
 
 
 def _merge(ax, results: dict[str, Any]) -> bool:
-    xs = _xs(results)
-    for k in ("10", "100"):
-        ax.plot(xs, [p[k]["merge"]["p50_ms"] * 1000 for p in results["points"]], "o-",
-                label=f"k={k}")  # fmt: skip
-    ax.set(xlabel="shards", ylabel="µs (p50)", title="merge_hits in process")
-    _shard_axis(ax, xs)
-    ax.legend(fontsize=7)
-    return True
+    series = _per_k(lambda k: [(f"k={k}", "o-", lambda p: p[k]["merge"]["p50_ms"] * 1000)])
+    return _lines(ax, results, series, "µs (p50)", "merge_hits in process")
 
 
 def _recall(ax, results: dict[str, Any]) -> bool:
-    xs = _xs(results)
-    for k in ("10", "100"):
-        ax.plot(xs, [p[k]["recall"] for p in results["points"]], "o-", label=f"k={k}")
-    ax.set(xlabel="shards", ylabel="recall@k", title="Recall of the merged answer")
-    _shard_axis(ax, xs)
-    ax.legend(fontsize=7)
-    return True
+    series = _per_k(lambda k: [(f"k={k}", "o-", lambda p: p[k]["recall"])])
+    return _lines(ax, results, series, "recall@k", "Recall of the merged answer")
 
 
 def _memory(ax, results: dict[str, Any]) -> bool:
