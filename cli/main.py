@@ -80,10 +80,11 @@ def _print_status(statuses, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps([asdict(s) for s in statuses]))
         return
+    width = max([13, *(len(s.name) for s in statuses)])  # flink-taskmanager-0 is wider
     for s in statuses:
         health = "healthy" if s.healthy else ("unhealthy" if s.pid else "stopped")
         typer.echo(
-            f"{s.name:<13} {health:<10} pid={s.pid or '-':<8} restarts={s.restarts:<3} {s.url}"
+            f"{s.name:<{width}} {health:<10} pid={s.pid or '-':<8} restarts={s.restarts:<3} {s.url}"
         )
 
 
