@@ -23,7 +23,7 @@ import numpy as np
 import psutil
 import typer
 
-from bench.common import ServerProcess, free_port, machine_info, nrtrec_command, unit, write_results
+from bench.common import machine_info, query_node_process, unit, write_results
 
 TOKEN = "bench-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -42,10 +42,9 @@ def capacity(client: httpx.Client) -> int:
 
 
 def run(n: int, dim: int, turnovers: int, seed: int, workdir: Path) -> dict[str, Any]:
-    port = free_port()
-    argv = [*nrtrec_command(), "query-node", "--host", "127.0.0.1", "--port", str(port)]
-    argv += ["--data-dir", str(workdir / "data"), "--token", TOKEN]
-    node = ServerProcess("query-node", argv, workdir, port, {"NRTREC_LOG_FORMAT": "text"})
+    node = query_node_process(
+        "query-node", workdir, workdir / "data", TOKEN, {"NRTREC_LOG_FORMAT": "text"}
+    )
     rng = np.random.default_rng(seed)
     queries = unit(rng.standard_normal((50, dim), dtype=np.float32))
     try:

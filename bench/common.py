@@ -230,6 +230,16 @@ class ServerProcess:
         self._log.close()
 
 
+def query_node_process(
+    name: str, workdir: Path, data_dir: Path, token: str, env: dict[str, str] | None = None
+) -> ServerProcess:
+    """An ``nrtrec query-node`` on a free loopback port, writes closed by ``token``."""
+    port = free_port()
+    argv = [*nrtrec_command(), "query-node", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--data-dir", str(data_dir), "--token", token]
+    return ServerProcess(name, argv, workdir, port, env)
+
+
 # ---- machine ------------------------------------------------------------------------------
 
 

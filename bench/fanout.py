@@ -46,6 +46,7 @@ from bench.common import (
     machine_info,
     nrtrec_command,
     percentiles,
+    query_node_process,
     write_results,
 )
 from bench.datasets import uniform_data
@@ -102,7 +103,8 @@ def build_snapshot(
 
 @contextlib.contextmanager
 def serve(shard_dirs: list[Path], import_root: Path, work: Path, partitions: int):
-    """A query node per shard with its snapshot loaded, and a gateway over them."""
+    """A query node per shard with its snapshot loaded, a gateway over them, and each node's
+    resident set before its load."""
     nrtrec = nrtrec_command()
     env = {
         "NRTREC_LOG_FORMAT": "text",
@@ -111,17 +113,15 @@ def serve(shard_dirs: list[Path], import_root: Path, work: Path, partitions: int
     }
     with contextlib.ExitStack() as exits:
         nodes = []
-        for s, _ in enumerate(shard_dirs):
-            port = free_port()
-            argv = [*nrtrec, "query-node", "--host", "127.0.0.1", "--port", str(port)]
-            argv += ["--data-dir", str(work / f"node{s}"), "--token", TOKEN]
-            node = ServerProcess(f"query-node-{s}", argv, work, port, env)
+        for s in range(len(shard_dirs)):
+            node = query_node_process(f"query-node-{s}", work, work / f"node{s}", TOKEN, env)
             exits.callback(node.close)
             nodes.append(node)
         auth = {"Authorization": f"Bearer {TOKEN}"}
+        idle_rss = []
         for node, snapshots in zip(nodes, shard_dirs, strict=True):
             node.wait_healthy()
-            node.rss_before_load = psutil.Process(node.proc.pid).memory_info().rss
+            idle_rss.append(psutil.Process(node.proc.pid).memory_info().rss)
             r = httpx.post(
                 f"{node.url}/v1/indexes/{INDEX}/load",
                 json={"snapshot_dir": str(snapshots)},
@@ -139,7 +139,7 @@ def serve(shard_dirs: list[Path], import_root: Path, work: Path, partitions: int
         gateway = ServerProcess("gateway", argv, work, port, env)
         exits.callback(gateway.close)
         gateway.wait_healthy()
-        yield gateway, nodes
+        yield gateway, nodes, idle_rss
 
 
 def timed_post(client: httpx.Client, url: str, body: dict) -> tuple[int, list[dict]]:
@@ -189,15 +189,15 @@ def measure(
                 slowest_ns.append(slowest)
                 overhead_ns.append(t_gw - slowest)
                 found.append([int(h["id"][1:]) for h in hits])
-            overhead = percentiles(overhead_ns)
+            overhead, merge = percentiles(overhead_ns), percentiles(merge_ns)
             out[str(k)] = {
                 "ef": ef,
                 "gateway": percentiles(gw_ns),
                 "slowest_shard": percentiles(slowest_ns),
                 "overhead": overhead,
                 "overhead_per_shard_p50_ms": overhead["p50_ms"] / len(nodes),
-                "merge": percentiles(merge_ns),
-                "merge_per_shard_us": percentiles(merge_ns)["p50_ms"] * 1000 / len(nodes),
+                "merge": merge,
+                "merge_per_shard_us": merge["p50_ms"] * 1000 / len(nodes),
                 "recall": recall(found, truth, k),
             }
         out["healthz"] = {
@@ -206,7 +206,6 @@ def measure(
         }
     rss = [psutil.Process(n.proc.pid).memory_info().rss for n in nodes]
     out["node_rss_bytes"] = rss
-    out["node_rss_before_load_bytes"] = [n.rss_before_load for n in nodes]
     return out
 
 
@@ -342,9 +341,10 @@ def main(
                 console.print(f"{count} shards: building shard {s} ({len(shard_rows):,} items)")
                 build_s.append(build_snapshot(vectors, ids, shard_rows, settings, at))
                 dirs.append(at)
-            with serve(dirs, work / "import", work, partitions) as (gateway, nodes):
+            with serve(dirs, work / "import", work, partitions) as (gateway, nodes, idle_rss):
                 console.print(f"{count} shards: searching")
                 point = measure(gateway, nodes, qs, truth, ks)
+                point["node_rss_before_load_bytes"] = idle_rss
             point.update(
                 shards=count, items_per_shard=[len(r) for r in rows], build_seconds=build_s,
                 loadavg=list(os.getloadavg()),

@@ -8,7 +8,7 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import ServerProcess, free_port, nrtrec_command
+from bench.common import ServerProcess, free_port, nrtrec_command, query_node_process
 from bench.recommender_app.params import APP_PATHS, KEY_PREFIX, TOKEN, Params
 from nrtrec.core.settings import RedisSettings, Settings, UserStoreSettings
 
@@ -49,10 +49,9 @@ def start_stack(p: Params, workdir: Path, exits: contextlib.ExitStack) -> Stack:
     quiet = {"NRTREC_LOG_FORMAT": "text", "NRTREC_RUN_DIR": str(workdir / "run")}
     nodes = []
     for shard in range(p.shards):
-        port = free_port()
-        argv = [*nrtrec, "query-node", "--host", "127.0.0.1", "--port", str(port)]
-        argv += ["--data-dir", str(workdir / f"node{shard}"), "--token", TOKEN]
-        node = ServerProcess(f"query-node-{shard}", argv, workdir, port, quiet)
+        node = query_node_process(
+            f"query-node-{shard}", workdir, workdir / f"node{shard}", TOKEN, quiet
+        )
         exits.callback(node.close)
         nodes.append(node)
     for node in nodes:
