@@ -1,8 +1,8 @@
 """A local standalone Flink cluster, started from the Flink distribution inside PyFlink's wheel.
 
 One JobManager and ``flink.taskmanagers`` TaskManagers (one by default), every socket on
-127.0.0.1. The cluster's Flink version is
-the ``apache-flink`` version pip installed, so the PyFlink client and the cluster always agree.
+127.0.0.1. The cluster's Flink version is the ``apache-flink`` version pip installed, so the
+PyFlink client and the cluster always agree.
 The official Kafka connector is not part of the wheel: ``install()`` resolves the shaded
 ``flink-sql-connector-kafka`` jar from Maven Central, and jobs ship it with ``connector_jars()``
 (``env.add_jars(...)``, i.e. ``pipeline.jars``).
