@@ -14,6 +14,8 @@ from nrtrec.ann.errors import InvalidVector
 from nrtrec.ann.spec import IndexSpec
 from nrtrec.schemas.query_api import Metric
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 def checked_query(spec: IndexSpec, vector: Any) -> np.ndarray:
     """One query as a (1, dim) float32 matrix. The common case, a float32 array of the
@@ -35,7 +37,26 @@ def checked_query(spec: IndexSpec, vector: Any) -> np.ndarray:
             squared = float(vector @ vector)
             if 0.0 < squared < math.inf:
                 return vector.reshape(1, spec.dim)
+    elif type(vector) is list and len(vector) == spec.dim and spec.metric is not Metric.HAMMING:
+        # A query from JSON. Read in float64 (no overflow warning to silence, which np.errstate
+        # made the dearest part of a search), and checked as above once it fits float32.
+        query = _float32_or_none(vector)
+        if query is not None:
+            return query.reshape(1, spec.dim)
     return checked_matrix(spec, [vector] if _is_flat(vector) else vector, 1)
+
+
+def _float32_or_none(values: list[Any]) -> np.ndarray | None:
+    try:
+        wide = np.array(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    # NaN fails the comparison; a value past float32's range would become inf.
+    if wide.ndim != 1 or not float(np.abs(wide).max()) <= _FLOAT32_MAX:
+        return None
+    narrow = wide.astype(np.float32)
+    # Positive: not all zero once narrowed (1e-50 is 0 in float32), as cosine needs.
+    return narrow if 0.0 < float(narrow @ narrow) < math.inf else None
 
 
 def checked_matrix(spec: IndexSpec, vectors: Any, n: int) -> np.ndarray:

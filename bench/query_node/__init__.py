@@ -12,7 +12,8 @@ insert threads:
 - ``in-process``: ``nrtrec.ann.VectorIndex`` in this process (string ids, attributes, filters,
   exact fallback), i.e. the node's own code without HTTP;
 - ``http``: a real ``nrtrec query-node`` subprocess on a free loopback port; this process is the
-  load generator, with one keep-alive ``httpx.Client`` (sequential requests, one connection).
+  load generator, with one keep-alive connection for the timed requests
+  (``bench.common.LeanClient``, sequential requests) and an ``httpx.Client`` for the rest.
 
 The search-during-upsert section searches from a process of its own (``searcher``). The delta →
 node section (``--no-freshness`` skips it) starts its own Kafka broker (the local runner, in a

@@ -59,7 +59,7 @@ def section_filtered(bench: Bench) -> dict[str, Any]:
 
             def http(i: int, k: int = k, path: str = path, flt: dict = flt) -> Any:
                 body = {"vector": queries[i].tolist(), "k": k, "filter": flt}
-                return node.client.post(path, json=body).raise_for_status().json()["items"]
+                return node.timed.post(path, body)["items"]
 
             label = f"filter {selectivity:.0%} k={k} (ef {ef})"
             # The callback baseline walks much of the graph holding the GIL (milliseconds at

@@ -1,5 +1,6 @@
 """``NodeProcess``: an ``nrtrec query-node`` subprocess on a free loopback port, and one
-keep-alive client to it (the bench index's calls and the node's own metrics)."""
+keep-alive client to it (the bench index's calls and the node's own metrics), and a lean one for
+the timed searches."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic_core import to_json
 
-from bench.common import ServerProcess, free_port, nrtrec_command
+from bench.common import LeanClient, ServerProcess, free_port, nrtrec_command
 from bench.query_node.data import Data
 from bench.query_node.params import INDEX, MODEL_VERSION, Params
 
@@ -48,6 +49,8 @@ class NodeProcess(ServerProcess):
             trust_env=False,
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
         )
+        # The timed searches' own connection (``LeanClient``: why not httpx).
+        self.timed = LeanClient("127.0.0.1", port)
 
     def upsert(self, data: Data, lo: int, hi: int, index: str = INDEX) -> None:
         """Items ``lo:hi`` of the bench data, with their ``bucket`` attribute, in one call."""
@@ -115,5 +118,6 @@ class NodeProcess(ServerProcess):
         return out
 
     def close(self, timeout_s: float = 60.0) -> None:
+        self.timed.close()
         self.client.close()
         super().close(timeout_s)

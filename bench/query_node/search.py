@@ -26,11 +26,10 @@ def section_search(bench: Bench) -> dict[str, Any]:
         path = f"/v1/indexes/{INDEX}/search"
 
         def http(i: int, k: int = k, path: str = path) -> Any:
-            r = node.client.post(path, json={"vector": data.queries[i].tolist(), "k": k})
-            return r.raise_for_status().json()["items"]
+            return node.timed.post(path, {"vector": data.queries[i].tolist(), "k": k})["items"]
 
         def healthz(i: int) -> Any:
-            return node.client.get("/healthz").raise_for_status().json()
+            return node.timed.get("/healthz")
 
         paths: dict[str, Callable[[int], Any]] = {
             "hnswlib": lambda i, k=k: raw.knn_query(single[i], k=k, num_threads=1)[0][0],

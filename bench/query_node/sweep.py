@@ -36,14 +36,13 @@ def section_sweep(bench: Bench) -> dict[str, Any]:
             raw.set_ef(ef)
 
             def http(i: int, k: int = k, ef: int = ef) -> Any:
-                r = node.client.post(path, json={"vector": bodies[i], "k": k, "ef": ef})
-                return r.raise_for_status().json()["items"]
+                return node.timed.post(path, {"vector": bodies[i], "k": k, "ef": ef})["items"]
 
             paths: dict[str, Callable[[int], Any]] = {
                 "hnswlib": lambda i, k=k: raw.knn_query(single[i], k=k, num_threads=1)[0][0],
                 "in_process": lambda i, k=k, ef=ef: index.search(queries[i], k, ef=ef),
                 "http": http,
-                "healthz": lambda i: node.client.get("/healthz").raise_for_status().json(),
+                "healthz": lambda i: node.timed.get("/healthz"),
             }
             before: Counter[str] = Counter()
             times, answers = bench.timed(

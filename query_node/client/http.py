@@ -27,7 +27,13 @@ from typing import Any, TypeVar
 import aiohttp
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import from_json, to_json
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    retry_if_not_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from nrtrec.core.settings import Settings
 from nrtrec.schemas.query_api import (
@@ -50,6 +56,8 @@ M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
 _INDEX_LIST = TypeAdapter(list[IndexInfo])
+# The wait after a failed first attempt; tenacity doubles it for the next ones, up to 1 s.
+_FIRST_BACKOFF_S = 0.05
 
 
 class QueryApiError(Exception):
@@ -250,24 +258,42 @@ class QueryClient:
         content = None if body is None else to_json(body)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.timeout_s if timeout_s is None else timeout_s)
-        attempts = (self.retries if retries is None else retries) + 1
+        try:
+            # The first attempt outside tenacity: its retry state costs ~18 µs a call, about a
+            # tenth of this client's own work on a search, and most calls need no retry.
+            return await self._attempt(method, path, content, deadline - loop.time())
+        except _Late:
+            raise
+        except Unavailable as e:
+            last = e
+            attempts = self.retries if retries is None else retries
+            if attempts <= 0:
+                raise
+        await asyncio.sleep(_FIRST_BACKOFF_S)
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(Unavailable),
+            retry=retry_if_exception_type(Unavailable) & retry_if_not_exception_type(_Late),
             stop=stop_after_attempt(attempts),
-            wait=wait_exponential(multiplier=0.05, max=1.0),
+            wait=wait_exponential(multiplier=_FIRST_BACKOFF_S, max=1.0),
             reraise=True,
         )
         async for attempt in retrying:
             with attempt:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    raise _Late(f"{method} {path}: the deadline passed before an answer")
-                return await self._attempt(method, path, content, remaining)
+                    raise _Late(f"{last}; the deadline passed before another attempt")
+                try:
+                    return await self._attempt(method, path, content, remaining)
+                except Unavailable as e:
+                    last = e
+                    raise
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     async def _attempt(
         self, method: str, path: str, content: bytes | None, timeout_s: float
     ) -> tuple[int, bytes]:
+        if timeout_s <= 0:
+            # aiohttp reads a total of 0 or less as no timeout at all.
+            raise _Late(f"{method} {path}: the deadline passed before an answer")
         try:
             async with self._session.request(
                 method,

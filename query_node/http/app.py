@@ -25,6 +25,7 @@ from nrtrec.query_node.declarations import Declarations
 from nrtrec.query_node.deltas import DeltaConsumer, Snapshotter
 from nrtrec.query_node.http import errors, health, indexes, loading
 from nrtrec.query_node.http.metrics import Metrics
+from nrtrec.query_node.http.search_path import SEARCH_ROUTE, SearchFastPath
 from nrtrec.query_node.node import QueryNode
 from nrtrec.query_node.registry import IndexRegistry
 
@@ -90,11 +91,16 @@ def create_app(settings: Settings | None = None, registry: IndexRegistry | None 
         lifespan=lifespan,
     )
     errors.install(app)
-    app.add_middleware(LatencyMiddleware, request_seconds=metrics.request_seconds)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=qn.max_body_bytes)
     app.include_router(health.router)
     app.include_router(indexes.router)
     app.include_router(loading.router)
+    # Added first, so innermost: inside the body limit and the timing, like the routes.
+    search_route = next(
+        r for r in indexes.router.routes if getattr(r, "path", None) == SEARCH_ROUTE
+    )
+    app.add_middleware(SearchFastPath, route=search_route)
+    app.add_middleware(LatencyMiddleware, request_seconds=metrics.request_seconds)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=qn.max_body_bytes)
     return app
 
 

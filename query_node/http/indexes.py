@@ -8,7 +8,6 @@ when the index is free (a search is cheaper than the hop) and in the pool when i
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -17,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
-from nrtrec.ann import IndexBusy, VectorIndex
+from nrtrec.ann import VectorIndex
 from nrtrec.query_node.errors import BatchTooLarge
 from nrtrec.query_node.http.deps import (
     TOKEN_REQUIRED,
@@ -26,6 +25,7 @@ from nrtrec.query_node.http.deps import (
     NodeDeclarations,
     NodeMetrics,
 )
+from nrtrec.query_node.http.search_path import answer_search
 from nrtrec.query_node.node import QueryNode
 from nrtrec.schemas.query_api import (
     CreateIndexRequest,
@@ -228,32 +228,10 @@ def delete(name: IndexNameParam, body: DeleteRequest, node: Node) -> WriteResult
 async def search(
     name: IndexNameParam, request: Request, node: Node, metrics: NodeMetrics
 ) -> Response:
+    # Most searches are answered before they reach here (``search_path.SearchFastPath``); what
+    # comes is what that path could not answer, and is answered here with its error.
     body = await _parsed(SearchRequest, request)
-    run = partial(
-        node.search,
-        name,
-        body.vector,
-        body.k,
-        ef=body.ef,
-        filter=body.filter,
-        model_version=body.model_version,
-        with_attributes=body.include_attributes,
-    )
-    try:
-        # An index nobody writes is searched right here: the thread-pool hop costs more than
-        # most searches. One being written is waited for in a worker, never on the event loop.
-        index, result = run(wait=False)
-    except IndexBusy:
-        index, result = await run_in_threadpool(run)
-    metrics.searches.labels(index.name, result.strategy.value).inc()
-    # The hot path: serialised straight to JSON (SearchResponse's shape), skipping a model per
-    # hit and FastAPI's re-validation of the answer, about a third of the HTTP overhead.
-    if body.include_attributes:
-        hits = [{"id": h.id, "score": h.score, "attributes": h.attributes} for h in result.hits]
-    else:
-        hits = [{"id": h.id, "score": h.score} for h in result.hits]
-    content = {"items": hits, "model_version": index.model_version}
-    return Response(to_json(content), media_type="application/json")
+    return Response(await answer_search(node, metrics, name, body), media_type="application/json")
 
 
 @router.post("/{name}/items", response_model=ItemsResponse)

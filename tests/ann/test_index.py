@@ -166,6 +166,21 @@ def test_cosine_refuses_zero_vectors():
         index.upsert(["a"], [[0, 0, 0, 0]])
     with pytest.raises(InvalidVector, match="zero"):
         index.search([0, 0, 0, 0], 1)
+    # Not zero in JSON's float64, zero in float32: refused too, not searched as a NaN direction.
+    with pytest.raises(InvalidVector, match="zero"):
+        index.search([1e-50, 0.0, 0.0, 0.0], 1)
+
+
+def test_a_query_as_a_list_is_searched_as_its_float32_array():
+    index = new_index(4, Metric.COSINE)
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((50, 4)).astype(np.float32)
+    index.upsert([f"i{n}" for n in range(50)], vectors)
+    for query in rng.standard_normal((20, 4)):
+        as_list = index.search(query.tolist(), 5).hits
+        as_array = index.search(query.astype(np.float32), 5).hits
+        assert [h.id for h in as_list] == [h.id for h in as_array]
+        np.testing.assert_allclose([h.score for h in as_list], [h.score for h in as_array])
 
 
 def test_ids_and_vectors_must_pair_up():

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from nrtrec.ann import IndexBusy, IndexSpec
 from nrtrec.query_node import IndexRegistry, create_app
+from nrtrec.query_node.http import indexes
 from nrtrec.query_node.node import QueryNode
 from tests.fuzzing import refuse_generated_bad_input
 from tests.query_node.helpers import node_settings
@@ -505,6 +506,52 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(tmp_path):
         assert client.get("/v1/indexes").json()[0]["count"] == 0
         small = {"items": big["items"][:3]}
         assert client.post("/v1/indexes/items/upsert", json=small).status_code == 200
+
+
+def test_searches_are_answered_before_the_route_and_errors_by_it(items, monkeypatch):
+    """``SearchFastPath`` answers a good search itself; what it cannot answer reaches the
+    route with its body intact, and is refused there as before."""
+    reached = []
+    real = indexes._parsed
+
+    async def spy(model, request):
+        reached.append(model.__name__)
+        return await real(model, request)
+
+    monkeypatch.setattr(indexes, "_parsed", spy)
+    good = items.post("/v1/indexes/items/search", json={"vector": [1, 0, 0], "k": 2})
+    assert [h["id"] for h in good.json()["items"]] == ["car", "doll"]
+    assert reached == []
+    bad = items.post("/v1/indexes/items/search", json={"vector": [1, 0, 0], "k": 0})
+    assert "k must be between" in error(bad, 400, "out_of_range")
+    missing = items.post("/v1/indexes/nope/search", json={"vector": [1, 0, 0], "k": 1})
+    error(missing, 404, "index_not_found")
+    unparsed = items.post("/v1/indexes/items/search", content=b'{"vector": [1, 0')
+    error(unparsed, 422, "invalid_request")
+    assert reached == ["SearchRequest"] * 3
+    text = items.get("/metrics").text
+    for status in ("200", "400", "404", "422"):
+        line = f'route="/v1/indexes/{{name}}/search",status="{status}"}} 1.0'
+        assert line in text, status
+
+
+def test_a_streamed_search_over_the_body_limit_is_refused(tmp_path):
+    settings = node_settings(tmp_path, token=None)
+    settings = settings.model_copy(
+        update={"query_node": settings.query_node.model_copy(update={"max_body_bytes": 4096})}
+    )
+    raw = json.dumps({"vector": [0.5] * 1000, "k": 1}).encode()
+
+    def chunks():
+        for start in range(0, len(raw), 1024):
+            yield raw[start : start + 1024]
+
+    with TestClient(create_app(settings)) as client:
+        client.put("/v1/indexes/items", json={"dim": 3, "metric": "l2", "model_version": 1})
+        streamed = client.post("/v1/indexes/items/search", content=chunks())
+        assert "limit of 4096 bytes" in error(streamed, 413, "too_large")
+        ok = client.post("/v1/indexes/items/search", json={"vector": [1, 0, 0], "k": 1})
+        assert ok.status_code == 200, ok.text
 
 
 def test_a_search_during_a_write_waits_in_a_worker_and_answers(items, monkeypatch):
