@@ -249,17 +249,31 @@ class LeanClient:
         return self._request("GET", path, None)
 
     def _request(self, method: str, path: str, body: bytes | None) -> Any:
-        connection = self._connection
-        if connection.sock is None:
-            connection.connect()
-            connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         headers = {"Content-Type": "application/json"} if body is not None else {}
-        connection.request(method, path, body=body, headers=headers)
-        response = connection.getresponse()
+        reused = self._connection.sock is not None
+        try:
+            response = self._send(method, path, body, headers)
+        except (ConnectionError, http.client.RemoteDisconnected):
+            if not reused:
+                raise
+            # The server closed an idle keep-alive connection (uvicorn after 5 s, e.g. while
+            # a slow baseline ran): once more on a new one. Every request timed is a read.
+            self._connection.close()
+            response = self._send(method, path, body, headers)
         raw = response.read()
         if not 200 <= response.status < 300:
             raise RuntimeError(f"{method} {path} answered {response.status}: {raw[:300]!r}")
         return from_json(raw)
+
+    def _send(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> http.client.HTTPResponse:
+        connection = self._connection
+        if connection.sock is None:
+            connection.connect()
+            connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connection.request(method, path, body=body, headers=headers)
+        return connection.getresponse()
 
     def close(self) -> None:
         self._connection.close()
