@@ -23,12 +23,14 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic_core import from_json, to_json
 from rich.console import Console
 from rich.progress import (
@@ -277,6 +279,40 @@ class LeanClient:
 
     def close(self) -> None:
         self._connection.close()
+
+
+def gc_pauses(url: str) -> dict[str, dict[str, float]] | None:
+    """A service's collector pauses so far (``<prefix>_gc_pause_seconds`` of its /metrics,
+    ``nrtrec.core.heap``): count and total ms by generation; None for a server without them."""
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+    except (OSError, http.client.HTTPException):
+        return None
+    out: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        if not family.name.endswith("_gc_pause_seconds"):
+            continue
+        for sample in family.samples:
+            entry = out.setdefault(sample.labels.get("generation", "?"), {"count": 0, "ms": 0})
+            if sample.name.endswith("_count"):
+                entry["count"] = sample.value
+            elif sample.name.endswith("_sum"):
+                entry["ms"] = sample.value * 1e3
+    return out or None
+
+
+def gc_pauses_between(
+    before: dict[str, dict[str, float]] | None, after: dict[str, dict[str, float]] | None
+) -> dict[str, dict[str, float]] | None:
+    """What ``gc_pauses`` counted from ``before`` to ``after``."""
+    if before is None or after is None:
+        return None
+    zero = {"count": 0.0, "ms": 0.0}
+    return {
+        g: {key: a[key] - before.get(g, zero)[key] for key in ("count", "ms")}
+        for g, a in after.items()
+    }
 
 
 def query_node_process(

@@ -5,7 +5,9 @@
   distribution: nothing for a graph to exploit;
 - ``tower_data``: the item tower's own vectors of the whole MovieLens-100k catalogue (1,682
   items; a pair trained here), queried by the user tower's vectors of sampled users' last 20
-  views (at most 943 queries: one per user).
+  views (at most 943 queries: one per user);
+- ``tower_like``: any number of items and users drawn from Gaussians with the mean and
+  covariance of those two towers' vectors: the towers' geometry at a catalogue's size.
 """
 
 from __future__ import annotations
@@ -58,3 +60,14 @@ def tower_data(epochs: int, queries: int, seed: int) -> tuple[np.ndarray, np.nda
                 histories.append(items[[row_of[x.item_id] for x in recent]])
             queries_ = encoder.encode_users(histories, 1).vectors
     return unit(items), unit(queries_)
+
+
+def tower_like(n: int, queries: int, epochs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` items and ``queries`` users drawn from Gaussians fitted to the towers' vectors."""
+    items, users = tower_data(epochs, 943, seed)
+    rng = np.random.default_rng(seed)
+
+    def draw(fit: np.ndarray, count: int) -> np.ndarray:
+        return unit(rng.multivariate_normal(fit.mean(0), np.cov(fit.T), count, method="cholesky"))
+
+    return draw(items, n), draw(users, queries)

@@ -2,7 +2,7 @@
 
     python -m bench.fanout --out bench/results
 
-The catalogue (default 1M ``tower_like`` vectors, as ``bench.scale`` draws them) is placed on
+The catalogue (default 1M ``tower_like`` vectors, ``bench.datasets``) is placed on
 shards as the pipeline places items: by ``partition_for(item_id)`` over ``--partitions``
 partitions, shard ``s`` owning partitions ``s, s + S, ...``. Each shard's index is built in
 this process with the node's own settings and saved as a snapshot; one query-node process per
@@ -49,9 +49,8 @@ from bench.common import (
     query_node_process,
     write_results,
 )
-from bench.datasets import uniform_data
+from bench.datasets import tower_like, uniform_data
 from bench.query_node.data import exact_knn, recall
-from bench.scale import tower_like
 from nrtrec.ann import IndexSpec, VectorIndex
 from nrtrec.ann.snapshots import SnapshotStore
 from nrtrec.core.settings import QueryNodeSettings

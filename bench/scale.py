@@ -48,7 +48,7 @@ import typer
 from rich.console import Console
 
 from bench.common import draw_panels, machine_info, percentiles, unit, write_results
-from bench.datasets import tower_data, uniform_data
+from bench.datasets import tower_like, uniform_data
 from bench.query_node.data import exact_knn, recall
 from nrtrec.ann import IndexSpec, VectorIndex
 from nrtrec.ann.snapshots import SnapshotStore
@@ -70,17 +70,6 @@ cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
 # ---- data ---------------------------------------------------------------------------------------
-
-
-def tower_like(n: int, queries: int, epochs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` items and ``queries`` users drawn from Gaussians fitted to the towers' vectors."""
-    items, users = tower_data(epochs, 943, seed)
-    rng = np.random.default_rng(seed)
-
-    def draw(fit: np.ndarray, count: int) -> np.ndarray:
-        return unit(rng.multivariate_normal(fit.mean(0), np.cov(fit.T), count, method="cholesky"))
-
-    return draw(items, n), draw(users, queries)
 
 
 def rss() -> int:

@@ -80,7 +80,8 @@ def query_node(
         **({"consume_deltas": True, "kafka_bootstrap": kafka} if kafka is not None else {}),
     )
     settings = _token(settings.model_copy(update={"query_node": node}), token)
-    uvicorn.run(create_app(settings), host=node.host, port=node.port, access_log=node.access_log)
+    app = create_app(settings, freeze_heap=True)
+    uvicorn.run(app, host=node.host, port=node.port, access_log=node.access_log)
 
 
 def gateway(
@@ -117,7 +118,7 @@ def gateway(
     )
     settings = _token(settings.model_copy(update={"gateway": gw}), token)
     try:
-        api = create_gateway_app(settings)
+        api = create_gateway_app(settings, freeze_heap=True)
     except ValueError as e:
         fail(e)
     uvicorn.run(api, host=gw.host, port=gw.port, access_log=gw.access_log)
@@ -162,7 +163,8 @@ def recommender_app(
         num_partitions=num_partitions,
     )
     settings = settings.model_copy(update={"app": cfg, "gateway": gw})
-    uvicorn.run(create_app(settings), host=cfg.host, port=cfg.port, access_log=cfg.access_log)
+    app = create_app(settings, freeze_heap=True)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, access_log=cfg.access_log)
 
 
 def _shard_list(shard: list[str] | None) -> list[list[str]] | None:

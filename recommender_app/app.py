@@ -18,6 +18,7 @@ from typing import TypedDict
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from nrtrec.core.heap import serving_heap
 from nrtrec.core.settings import Settings
 from nrtrec.core.web.limits import BodyLimitMiddleware
 from nrtrec.core.web.timing import LatencyMiddleware
@@ -44,9 +45,15 @@ class State(TypedDict):
     services: Services
 
 
-def create_app(settings: Settings | None = None, store: UserVectorStore | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    store: UserVectorStore | None = None,
+    *,
+    freeze_heap: bool = False,
+) -> FastAPI:
     """The recommender app. ``store`` lets a caller share an open store (it is not closed);
-    without one the app opens ``settings.user_store.backend`` itself."""
+    without one the app opens ``settings.user_store.backend`` itself. ``freeze_heap``: see
+    ``core.heap.serving_heap``."""
     settings = settings or Settings()
     metrics = Metrics()
 
@@ -80,7 +87,8 @@ def create_app(settings: Settings | None = None, store: UserVectorStore | None =
             arms = ", ".join(a.name for a in settings.experiment.arms)
             log.info("experiment %r: arms %s", settings.experiment.name, arms)
         try:
-            yield {"services": services}
+            with serving_heap(metrics.gc, freeze=freeze_heap):
+                yield {"services": services}
         finally:
             for task in (refresh, fresh_refresh):
                 if task is not None:

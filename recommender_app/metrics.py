@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from nrtrec.core.heap import GcPauses
+
 if TYPE_CHECKING:
     from nrtrec.query_node.client import Attempt
 
@@ -26,6 +28,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.gc = GcPauses(self.registry, "nrtrec_app")
         self.stage_seconds = Histogram(
             "nrtrec_app_stage_seconds",
             "Time of a request spent on the store and on the gateway (search, listing, look-up)",

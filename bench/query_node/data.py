@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.common import unit
-from bench.datasets import TOWER_ITEMS, TOWER_USERS, tower_data, uniform_data
+from bench.datasets import TOWER_ITEMS, TOWER_USERS, tower_data, tower_like, uniform_data
 from bench.query_node.params import BUCKETS, Params
 
 
@@ -38,6 +38,10 @@ WHAT = {
     "hnswlib; the node answers unfiltered searches of it exactly (at most "
     "exact_search_max_count items), and the search-during-upsert section is skipped (its "
     "upserted half is one batch)",
+    "tower_like": "--n items and the queries drawn from Gaussians with the mean and covariance "
+    "of the item and user towers' own vectors (a pair trained in the run for --epochs): the "
+    "towers' geometry at a catalogue's size, where the tower set has 1,682 items; the towers' "
+    "dimension (--dim does not apply)",
 }
 
 
@@ -49,6 +53,8 @@ def make_data(p: Params) -> Data:
         vectors, queries = uniform_data(p.n, p.dim, p.queries, p.seed)
     elif p.data == "tower":
         vectors, queries = tower_data(p.epochs, p.queries, p.seed)
+    elif p.data == "tower_like":
+        vectors, queries = tower_like(p.n, p.queries, p.epochs, p.seed)
     else:
         raise ValueError(f"unknown data set {p.data!r}")
     buckets = np.random.default_rng([p.seed, 1]).integers(0, BUCKETS, len(vectors))

@@ -12,7 +12,7 @@ INDEX = "bench"
 # The index the search-during-upsert section writes to while it searches it (same node).
 LIVE_INDEX = "bench-live"
 # The data sets (``--data``): a Gaussian mixture, uniform on the sphere, the item tower's own.
-DATASETS = ("clusters", "uniform", "tower")
+DATASETS = ("clusters", "uniform", "tower", "tower_like")
 MODEL_VERSION = 1
 KS = (10, 100)
 # Share of items a filter keeps; the `bucket` attribute is uniform over 0..99.

@@ -15,7 +15,7 @@ import psutil
 import typer
 from rich.console import Console
 
-from bench.common import machine_info, write_results
+from bench.common import gc_pauses, gc_pauses_between, machine_info, write_results
 from bench.recommender_app.baseline import section_baseline
 from bench.recommender_app.data import load_data
 from bench.recommender_app.load import run_rate
@@ -54,11 +54,18 @@ def section_load(p: Params, stack: Stack, user_ids: list[str]) -> dict[str, Any]
         for path in APP_PATHS:
             console.print(f"load: app reading {path}, {rate:g} requests/s for {p.seconds:g} s")
             before = _cpu_s(stack)
+            gc_before = {s.name: gc_pauses(s.url) for s in stack.servers()}
             entry = run_rate(stack.apps[path].url, user_ids, p.k, rate, p.seconds, p.workers)
             # Where the cores went: each server's CPU (all its threads) per answered request.
             answered = max(1, entry["requests"])
             entry["cpu_ms_per_request"] = {
                 name: 1e3 * (s - before[name]) / answered for name, s in _cpu_s(stack).items()
+            }
+            # The collector's pauses in each service meanwhile (nrtrec.core.heap).
+            entry["gc_pauses"] = {
+                s.name: gc_pauses_between(gc_before[s.name], gc_pauses(s.url))
+                for s in stack.servers()
+                if gc_before[s.name] is not None
             }
             out[path]["by_rate"].append(entry)
             r = entry["response"]

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic_core import from_json, to_json
 
+from nrtrec.core.heap import serving_heap
 from nrtrec.core.settings import Settings
 from nrtrec.core.web.limits import BodyLimitMiddleware
 from nrtrec.core.web.timing import LatencyMiddleware
@@ -178,8 +179,9 @@ async def _shard_rejected(request: Request, exc: Exception) -> JSONResponse:
     return errors.error_response(answer.status_code, code, detail + note)
 
 
-def create_gateway_app(settings: Settings | None = None) -> FastAPI:
+def create_gateway_app(settings: Settings | None = None, *, freeze_heap: bool = False) -> FastAPI:
     """A gateway over ``settings.gateway.shards``; raises ``ValueError`` on a bad shard map.
+    ``freeze_heap``: see ``core.heap.serving_heap``.
 
     The lifespan opens one keep-alive HTTP client to the nodes, probes them, and keeps
     probing every ``health_interval_s``; ``app.state.gateway`` is the ``Gateway``.
@@ -201,7 +203,8 @@ def create_gateway_app(settings: Settings | None = None) -> FastAPI:
             ),
         )
         try:
-            yield {"gateway": gateway}
+            with serving_heap(gateway.metrics.gc, freeze=freeze_heap):
+                yield {"gateway": gateway}
         finally:
             await gateway.close()
 

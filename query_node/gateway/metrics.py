@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from nrtrec.core.heap import GcPauses
 from nrtrec.query_node.fanout import Attempt, Shard
 from nrtrec.query_node.http.metrics import LATENCY_BUCKETS
 
@@ -23,6 +24,7 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.gc = GcPauses(self.registry, "nrtrec_gateway")
         self.upstream_failures = Counter(
             "nrtrec_gateway_upstream_failures",
             "Failed calls to a replica, by shard and kind (timeout, unavailable, bad_gateway)",

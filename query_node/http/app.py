@@ -18,6 +18,7 @@ from typing import TypedDict
 
 from fastapi import FastAPI
 
+from nrtrec.core.heap import serving_heap
 from nrtrec.core.settings import Settings
 from nrtrec.core.web.limits import BodyLimitMiddleware
 from nrtrec.core.web.timing import LatencyMiddleware
@@ -40,9 +41,15 @@ class State(TypedDict):
     declarations: Declarations | None
 
 
-def create_app(settings: Settings | None = None, registry: IndexRegistry | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    registry: IndexRegistry | None = None,
+    *,
+    freeze_heap: bool = False,
+) -> FastAPI:
     """A query-node app. ``registry`` lets a caller (a test, the delta consumer) share indexes
-    with it; snapshots on disk fill in the versions it lacks."""
+    with it; snapshots on disk fill in the versions it lacks. ``freeze_heap``: see
+    ``core.heap.serving_heap`` (the indexes restored at start-up are frozen with the rest)."""
     settings = settings or Settings()
     node = QueryNode(settings, registry)
     metrics = Metrics(node.registry)
@@ -69,13 +76,14 @@ def create_app(settings: Settings | None = None, registry: IndexRegistry | None 
                 log.exception("the item-deltas consumer did not start; serving without it")
         snapshotter.start()
         try:
-            yield {
-                "node": node,
-                "metrics": metrics,
-                "snapshotter": snapshotter,
-                "deltas": deltas,
-                "declarations": declarations,
-            }
+            with serving_heap(metrics.gc, freeze=freeze_heap):
+                yield {
+                    "node": node,
+                    "metrics": metrics,
+                    "snapshotter": snapshotter,
+                    "deltas": deltas,
+                    "declarations": declarations,
+                }
         finally:
             await asyncio.to_thread(snapshotter.stop)
             if deltas is not None:

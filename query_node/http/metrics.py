@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from nrtrec.core.heap import GcPauses
 from nrtrec.query_node.registry import IndexRegistry
 
 # Sub-millisecond buckets: an in-memory search is well under 1 ms.
@@ -35,6 +36,7 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_IndexSizes(indexes))
+        self.gc = GcPauses(self.registry, "nrtrec_query_node")
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -62,6 +62,7 @@ def test_healthz_and_metrics(items):
         'route="/v1/indexes/{name}/search",status="200"} 1.0'
     ) in text
     assert 'nrtrec_query_node_searches_total{index="items",strategy="exact"} 1.0' in text
+    assert 'nrtrec_query_node_gc_pause_seconds_count{generation="0"}' in text
 
 
 def test_create_list_and_recreate(items):
