@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import free_port, no_gc
-from bench.query_node.freshness_probes import DeltaSource, FreshnessPoller
+from bench.query_node.freshness_probes import PROBE_K, DeltaSource, FreshnessPoller
 from bench.query_node.node import NodeProcess
 from bench.query_node.params import (
     DELTA_TO_NODE,
@@ -195,7 +195,7 @@ def _freshness(bench: Bench) -> dict[str, Any]:
     out["polling"] = {
         "spacing_ms": FRESHNESS_POLL_SPACING_S * 1e3,
         "threads": FRESHNESS_POLLERS,
-        "k": 1,
+        "k": PROBE_K,
         "ef": ef,
         "searches": len(searches),
         "searches_per_s": len(searches) / (timings["measure"] or 1),
@@ -234,10 +234,11 @@ def _freshness(bench: Bench) -> dict[str, Any]:
         f"to a local broker; a query node (`nrtrec query-node --kafka`, all "
         f"{settings.kafka.partitions} partitions) holding {preload:,} items applies them. "
         f"Delta → node time of an item: from just before producer.produce() to the end of the "
-        f"first HTTP search for its own vector (k=1) that returns its id. Each pending item is "
-        f"searched every {FRESHNESS_POLL_SPACING_S * 1e3:g} ms (from one search's start to the "
-        f"next), by {FRESHNESS_POLLERS} threads over keep-alive connections; not found within "
-        f"{FRESHNESS_DEADLINE_S:g} s: not_found. Percentiles are over the found items."
+        f"first HTTP search for its own vector (k={PROBE_K}) that returns its id among the hits. "
+        f"Each pending item is searched every {FRESHNESS_POLL_SPACING_S * 1e3:g} ms (from one "
+        f"search's start to the next), by {FRESHNESS_POLLERS} threads over keep-alive "
+        f"connections; not found within {FRESHNESS_DEADLINE_S:g} s: not_found. "
+        "Percentiles are over the found items."
     )
     out["freshness_ms"] = [round(float(x), 3) for x in ms]
     return out

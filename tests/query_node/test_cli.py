@@ -37,6 +37,8 @@ def test_query_node_command_serves_and_saves_on_stop(tmp_path: Path):
         log.close()
     output = (tmp_path / "query-node.log").read_text()
     assert process.returncode == 0, output
+    # The command's process froze its start-up heap (nrtrec/core/heap.py).
+    assert "objects kept out of garbage collection" in output, output
     # The shutdown saved the index into --data-dir.
     assert [p.name for p in (data_dir / "items" / "1").iterdir()], output
 
