@@ -54,6 +54,10 @@ Panel = Callable[[Any, dict[str, Any]], bool]
 # ---- data ---------------------------------------------------------------------------------
 
 
+# Where the benches write their JSON and plots (the README's figures come from there).
+RESULTS_DIR = "bench/results"
+
+
 def unit(x: np.ndarray) -> np.ndarray:
     """Each row scaled to norm 1, as float32."""
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
@@ -361,7 +365,9 @@ def machine_info(packages: Sequence[str] = VERSIONS) -> dict[str, Any]:
                 break
     # Tracked files only: a file git does not track yet is listed on its own (``git_untracked``)
     # so a reader can see it is not code the benchmark ran.
-    status = git("status", "--porcelain", "--untracked-files=no")
+    # The benches' own outputs are left out: a run of several data sets writes the first one's
+    # JSON before the second starts, which made the second look as if run on changed code.
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", f":!{RESULTS_DIR}")
     untracked = git("ls-files", "--others", "--exclude-standard")
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
