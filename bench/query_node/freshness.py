@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import free_port, no_gc
-from bench.query_node.freshness_probes import PROBE_K, DeltaSource, FreshnessPoller
+from bench.query_node.freshness_probes import PROBE_K, DeltaSource, FreshnessPoller, Pending
 from bench.query_node.node import NodeProcess
 from bench.query_node.params import (
     DELTA_TO_NODE,
@@ -53,7 +53,7 @@ def _freshness(bench: Bench) -> dict[str, Any]:
     rate, count = p.freshness_rate, max(1, round(p.freshness_rate * p.freshness_seconds))
     warmup = max(20, round(rate * 2))
     preload = min(p.n, p.freshness_preload)
-    ef = node_ef(bench.settings, 1)
+    ef = node_ef(bench.settings, PROBE_K)
     timings: dict[str, float] = {}
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="nrtrec-fresh-")))
@@ -119,7 +119,9 @@ def _freshness(bench: Bench) -> dict[str, Any]:
             )
             poller.start()
             stack.callback(poller.stop)
-            source = DeltaSource(bootstrap, settings.topics.item_deltas, p, poller)
+            # The data set's rows the index was not given: the new items' vectors.
+            spare = data.vectors[preload:]
+            source = DeltaSource(bootstrap, settings.topics.item_deltas, p, poller, spare)
             stack.callback(source.close)
 
             # Warm-up, untimed: connects the producer, and proves the path end to end (the
@@ -131,7 +133,8 @@ def _freshness(bench: Bench) -> dict[str, Any]:
             if not poller.wait_idle(60) or len(poller.found) < warmup:
                 raise RuntimeError(
                     f"warm-up: {len(poller.found)} of {warmup} deltas found, "
-                    f"{poller.pending} pending; node log:\n{node.tail()}"
+                    f"{poller.pending} pending; {_stored(node, poller.missed)}; node log:\n"
+                    f"{node.tail()}"
                 )
             timings["warmup"] = time.perf_counter() - t0
             poller.reset()
@@ -242,3 +245,12 @@ def _freshness(bench: Bench) -> dict[str, Any]:
     )
     out["freshness_ms"] = [round(float(x), 3) for x in ms]
     return out
+
+
+def _stored(node: NodeProcess, missed: list[Pending]) -> str:
+    """Whether the items no search found are in the index all the same (the walk missed them)
+    or not (their deltas were not applied)."""
+    ids = [item.item_id for item in missed]
+    answer = node.client.post(f"/v1/indexes/{INDEX}/items", json={"ids": ids})
+    held = {item["id"] for item in answer.raise_for_status().json()["items"]}
+    return f"of those not found, {len(held & set(ids))} are stored and {len(set(ids) - held)} not"
