@@ -286,8 +286,9 @@ class LeanClient:
 
 
 def gc_pauses(url: str) -> dict[str, dict[str, float]] | None:
-    """A service's collector pauses so far (``<prefix>_gc_pause_seconds`` of its /metrics,
-    ``nrtrec.core.heap``): count and total ms by generation; None for a server without them."""
+    """A service's collector pauses so far (``<prefix>_gc_pause_seconds`` and ``_gc_cpu_seconds``
+    of its /metrics, ``nrtrec.core.heap``): count, total wall ms and total CPU ms by generation;
+    None for a server without them."""
     try:
         with urllib.request.urlopen(f"{url}/metrics", timeout=10) as answer:
             text = answer.read().decode()
@@ -295,14 +296,19 @@ def gc_pauses(url: str) -> dict[str, dict[str, float]] | None:
         return None
     out: dict[str, dict[str, float]] = {}
     for family in text_string_to_metric_families(text):
-        if not family.name.endswith("_gc_pause_seconds"):
+        if family.name.endswith("_gc_pause_seconds"):
+            total = "ms"
+        elif family.name.endswith("_gc_cpu_seconds"):
+            total = "cpu_ms"
+        else:
             continue
         for sample in family.samples:
-            entry = out.setdefault(sample.labels.get("generation", "?"), {"count": 0, "ms": 0})
-            if sample.name.endswith("_count"):
+            generation = sample.labels.get("generation", "?")
+            entry = out.setdefault(generation, {"count": 0.0, "ms": 0.0, "cpu_ms": 0.0})
+            if sample.name.endswith("_count") and total == "ms":
                 entry["count"] = sample.value
             elif sample.name.endswith("_sum"):
-                entry["ms"] = sample.value * 1e3
+                entry[total] = sample.value * 1e3
     return out or None
 
 
@@ -312,11 +318,8 @@ def gc_pauses_between(
     """What ``gc_pauses`` counted from ``before`` to ``after``."""
     if before is None or after is None:
         return None
-    zero = {"count": 0.0, "ms": 0.0}
-    return {
-        g: {key: a[key] - before.get(g, zero)[key] for key in ("count", "ms")}
-        for g, a in after.items()
-    }
+    zero = {"count": 0.0, "ms": 0.0, "cpu_ms": 0.0}
+    return {g: {key: a[key] - before.get(g, zero)[key] for key in zero} for g, a in after.items()}
 
 
 def query_node_process(

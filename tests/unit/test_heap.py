@@ -29,6 +29,8 @@ def test_pauses_are_counted_while_installed_only():
     counted = _full_collections(registry)
     assert counted >= 2  # ours, and any the interpreter ran meanwhile
     assert registry.get_sample_value("t_gc_pause_seconds_sum", {"generation": "2"}) > 0
+    cpu = registry.get_sample_value("t_gc_cpu_seconds_count", {"generation": "2"})
+    assert cpu == counted
     gc.collect()
     assert _full_collections(registry) == counted
     pauses.uninstall()  # twice is harmless
