@@ -1,6 +1,6 @@
-"""The serving path's processes: Redis, query nodes, a gateway, and three apps: two that differ
-only in how they read (the shards themselves, or the gateway), and one that reads the shards
-without the fresh boost."""
+"""The serving path's processes: Redis, a Kafka broker (the apps' impressions), query nodes, a
+gateway, and three apps: two that differ only in how they read (the shards themselves, or the
+gateway), and one that reads the shards without the fresh boost."""
 
 from __future__ import annotations
 
@@ -64,6 +64,7 @@ def start_stack(p: Params, workdir: Path, exits: contextlib.ExitStack) -> Stack:
     gateway = ServerProcess("gateway", [*argv, *shard_args], workdir, port, quiet)
     exits.callback(gateway.close)
     gateway.wait_healthy()
+    kafka = _kafka(workdir, exits)
     env = {
         **quiet,
         "NRTREC_REDIS__PORT": str(redis_port),
@@ -73,8 +74,11 @@ def start_stack(p: Params, workdir: Path, exits: contextlib.ExitStack) -> Stack:
     for path in APP_PATHS:
         port = free_port()
         argv = [*nrtrec, "app", "--host", "127.0.0.1", "--port", str(port)]
-        # No Kafka: the load is reads only; the producer is idle (a port where nothing listens).
-        argv += ["--gateway-url", gateway.url, "--kafka", f"127.0.0.1:{free_port()}"]
+        # A broker that is up: every answer logs an impression to it. Until 10dc748 this was a
+        # port where nothing listened, so every impression went to the app's spool (on disk,
+        # and kept in memory until sent): the apps' heap grew with each request and their full
+        # collections took 15-55 ms of CPU, an app with Kafka down rather than the serving path.
+        argv += ["--gateway-url", gateway.url, "--kafka", kafka]
         if path.startswith("shards"):
             argv += shard_args
         app_env = {**env, "NRTREC_APP__FRESH_BOOST": "0"} if path == "shards_no_fresh" else env
@@ -84,3 +88,19 @@ def start_stack(p: Params, workdir: Path, exits: contextlib.ExitStack) -> Stack:
     for app in apps.values():
         app.wait_healthy()
     return Stack(redis, nodes, gateway, apps, settings)
+
+
+def _kafka(workdir: Path, exits: contextlib.ExitStack) -> str:
+    """A single local broker (the local runner's), stopped with the stack; its bootstrap."""
+    from nrtrec.core.settings import KafkaSettings
+    from nrtrec.deploy import LocalRunner
+    from nrtrec.deploy.services.kafka import KafkaService
+
+    settings = Settings(
+        run_dir=workdir / "kafka",
+        kafka=KafkaSettings(port=free_port(), controller_port=free_port()),
+    )
+    runner = LocalRunner(settings, [KafkaService(settings)])
+    exits.callback(runner.down)
+    runner.up()
+    return settings.kafka.bootstrap_servers
