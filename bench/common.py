@@ -27,7 +27,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
@@ -53,6 +53,9 @@ Panel = Callable[[Any, dict[str, Any]], bool]
 
 # ---- data ---------------------------------------------------------------------------------
 
+
+if TYPE_CHECKING:
+    from nrtrec.core.settings import Settings
 
 # Where the benches write their JSON and plots (the README's figures come from there).
 RESULTS_DIR = "bench/results"
@@ -320,6 +323,34 @@ def gc_pauses_between(
         return None
     zero = {"count": 0.0, "ms": 0.0, "cpu_ms": 0.0}
     return {g: {key: a[key] - before.get(g, zero)[key] for key in zero} for g, a in after.items()}
+
+
+def local_kafka(
+    run_dir: Path,
+    exits: contextlib.ExitStack,
+    on_progress: Callable[[str], None] | None = None,
+) -> Settings:
+    """One Kafka broker on free loopback ports (the local runner's, files under ``run_dir``),
+    stopped when ``exits`` closes, also after a start that failed half-way; its settings (the
+    bootstrap, the contract's topics, which it creates). A failed start prints the broker's log
+    tails before it raises."""
+    from nrtrec.core.settings import KafkaSettings, Settings
+    from nrtrec.deploy import LocalRunner
+    from nrtrec.deploy.services.kafka import KafkaService
+    from nrtrec.deploy.supervisor import log_tail
+
+    settings = Settings(
+        run_dir=run_dir, kafka=KafkaSettings(port=free_port(), controller_port=free_port())
+    )
+    runner = LocalRunner(settings, [KafkaService(settings)])
+    exits.callback(runner.down)
+    try:
+        runner.up(**({"on_progress": on_progress} if on_progress else {}))
+    except Exception:
+        for log in sorted(run_dir.rglob("*.log")):
+            Console(stderr=True).print(f"[red]{log} (tail):[/red]\n{log_tail(log)}")
+        raise
+    return settings
 
 
 def query_node_process(

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import free_port, no_gc
+from bench.common import local_kafka, no_gc
 from bench.query_node.freshness_probes import PROBE_K, DeltaSource, FreshnessPoller, Pending
 from bench.query_node.node import NodeProcess
 from bench.query_node.params import (
@@ -29,8 +29,6 @@ from bench.query_node.params import (
     node_ef,
 )
 from bench.query_node.run import Bench, console
-from nrtrec.core.settings import KafkaSettings, Settings
-from nrtrec.deploy.supervisor import log_tail
 
 
 def section_delta_to_node(bench: Bench) -> dict[str, Any]:
@@ -46,9 +44,6 @@ def section_delta_to_node(bench: Bench) -> dict[str, Any]:
 
 
 def _freshness(bench: Bench) -> dict[str, Any]:
-    from nrtrec.deploy import LocalRunner
-    from nrtrec.deploy.services.kafka import KafkaService
-
     p, data, progress = bench.params, bench.data, bench.progress
     rate, count = p.freshness_rate, max(1, round(p.freshness_rate * p.freshness_seconds))
     warmup = max(20, round(rate * 2))
@@ -59,19 +54,11 @@ def _freshness(bench: Bench) -> dict[str, Any]:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="nrtrec-fresh-")))
         task = progress.add_task("delta → node: Kafka (local runner)", total=None)
         t0 = time.perf_counter()
-        settings = Settings(
-            run_dir=tmp / "kafka",
-            kafka=KafkaSettings(port=free_port(), controller_port=free_port()),
+        settings = local_kafka(
+            tmp / "kafka",
+            stack,
+            lambda m: progress.update(task, description=f"delta → node: {m}"),
         )
-        runner = LocalRunner(settings, [KafkaService(settings)])
-        # Registered first: stopped whatever happens after, up() failing half-way included.
-        stack.callback(runner.down)
-        try:
-            runner.up(on_progress=lambda m: progress.update(task, description=f"delta → node: {m}"))
-        except Exception:
-            for log in sorted((tmp / "kafka").rglob("*.log")):
-                console.print(f"[red]{log} (tail):[/red]\n{log_tail(log)}")
-            raise
         bootstrap = settings.kafka.bootstrap_servers
         timings["kafka_start"] = time.perf_counter() - t0
 

@@ -191,7 +191,7 @@ class DeltaSource:
         self.poller = poller
         self.dim = p.dim
         self.rng = np.random.default_rng(p.seed + 1)
-        self.spare = spare if spare is not None and len(spare) else None
+        self.spare = spare
         self.produced = 0
         self.errors: list[KafkaError] = []
 

@@ -8,7 +8,13 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import ServerProcess, free_port, nrtrec_command, query_node_process
+from bench.common import (
+    ServerProcess,
+    free_port,
+    local_kafka,
+    nrtrec_command,
+    query_node_process,
+)
 from bench.recommender_app.params import APP_PATHS, KEY_PREFIX, TOKEN, Params
 from nrtrec.core.settings import RedisSettings, Settings, UserStoreSettings
 
@@ -64,7 +70,11 @@ def start_stack(p: Params, workdir: Path, exits: contextlib.ExitStack) -> Stack:
     gateway = ServerProcess("gateway", [*argv, *shard_args], workdir, port, quiet)
     exits.callback(gateway.close)
     gateway.wait_healthy()
-    kafka = _kafka(workdir, exits)
+    # The apps' impressions go to it; until 10dc748 their --kafka named a port where nothing
+    # listened, so every impression went to the app's spool (on disk, and kept in memory until
+    # sent): the apps' heap grew with each request and their full collections took 15-55 ms of
+    # CPU, an app with Kafka down rather than the serving path.
+    kafka = local_kafka(workdir / "kafka", exits).kafka.bootstrap_servers
     env = {
         **quiet,
         "NRTREC_REDIS__PORT": str(redis_port),
@@ -74,10 +84,6 @@ def start_stack(p: Params, workdir: Path, exits: contextlib.ExitStack) -> Stack:
     for path in APP_PATHS:
         port = free_port()
         argv = [*nrtrec, "app", "--host", "127.0.0.1", "--port", str(port)]
-        # A broker that is up: every answer logs an impression to it. Until 10dc748 this was a
-        # port where nothing listened, so every impression went to the app's spool (on disk,
-        # and kept in memory until sent): the apps' heap grew with each request and their full
-        # collections took 15-55 ms of CPU, an app with Kafka down rather than the serving path.
         argv += ["--gateway-url", gateway.url, "--kafka", kafka]
         if path.startswith("shards"):
             argv += shard_args
@@ -88,19 +94,3 @@ def start_stack(p: Params, workdir: Path, exits: contextlib.ExitStack) -> Stack:
     for app in apps.values():
         app.wait_healthy()
     return Stack(redis, nodes, gateway, apps, settings)
-
-
-def _kafka(workdir: Path, exits: contextlib.ExitStack) -> str:
-    """A single local broker (the local runner's), stopped with the stack; its bootstrap."""
-    from nrtrec.core.settings import KafkaSettings
-    from nrtrec.deploy import LocalRunner
-    from nrtrec.deploy.services.kafka import KafkaService
-
-    settings = Settings(
-        run_dir=workdir / "kafka",
-        kafka=KafkaSettings(port=free_port(), controller_port=free_port()),
-    )
-    runner = LocalRunner(settings, [KafkaService(settings)])
-    exits.callback(runner.down)
-    runner.up()
-    return settings.kafka.bootstrap_servers
