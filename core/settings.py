@@ -334,6 +334,12 @@ class StreamingSettings(BaseModel):
     )
     replay_rate: float = Field(default=200.0, gt=0, description="demo clicks per second")
     item_cache_ttl_s: float = Field(default=30.0, ge=0, description="item vectors kept this long")
+    # A partial item look-up (a shard behind the gateway not answering) is asked again this
+    # long before the user job fails and restarts from its checkpoint: a user vector is never
+    # written over part of a history.
+    item_lookup_wait_s: float = Field(
+        default=20.0, ge=0, description="a partial item look-up asked again this long"
+    )
     # The user job's list of serving versions (streaming.serving_versions): a promoted
     # version is written to within about this long.
     versions_ttl_s: float = Field(default=2.0, gt=0)

@@ -290,6 +290,7 @@ def _user_writer(settings: Settings) -> Iterator[tuple[UserVectorStore, UserVect
         BlockingQueryClient.of(settings, timeout_s=30.0, retries=3),
         settings.query_node.index_name,
         ttl_s=settings.streaming.item_cache_ttl_s,
+        partial_wait_s=settings.streaming.item_lookup_wait_s,
     )
     try:
         yield store, UserVectorWriter(encoder, store, items)

@@ -53,8 +53,9 @@ class UserVectorWriter:
         """Encode every user's history with ``version`` and store the vectors.
 
         A user whose recent items all lack vectors (listings not embedded yet) is skipped; the
-        next click after they are embedded writes the vector. Encoder and store failures
-        propagate: the job then restarts from its checkpoint and redoes the batch.
+        next click after they are embedded writes the vector. Encoder, store and item look-up
+        failures (a shard that stayed unable to answer included) propagate: the job then
+        restarts from its checkpoint and redoes the batch.
         ``replace_recent=False`` leaves the stored recent items as they are (a rollout writing
         vectors from them, while the job may be writing newer ones); ``create_users=False``
         writes only to users still stored (one deleted meanwhile counts as stale).

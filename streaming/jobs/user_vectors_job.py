@@ -64,7 +64,10 @@ class UpdateUserVectors(KeyedProcessFunction):
         # Four tries of up to 2 s each: a gateway restarting is waited for, not failed over.
         client = BlockingQueryClient.of(s, timeout_s=8.0, retries=3)
         self.items = ItemVectorLookup(
-            client, s.query_node.index_name, ttl_s=s.streaming.item_cache_ttl_s
+            client,
+            s.query_node.index_name,
+            ttl_s=s.streaming.item_cache_ttl_s,
+            partial_wait_s=s.streaming.item_lookup_wait_s,
         )
         encoder = open_encoder(s)
         versions = ServingVersions(

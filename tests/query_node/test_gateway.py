@@ -28,7 +28,7 @@ from tests import waiting
 from tests.ann.helpers import exact_neighbours, random_vectors, recall
 from tests.conftest import free_port
 from tests.fuzzing import refuse_generated_bad_input
-from tests.query_node.helpers import stop
+from tests.query_node.helpers import Node, start_node, stop, wait_healthy
 
 NODE_TOKEN = "node-token"
 GATEWAY_TOKEN = "gateway-token"
@@ -127,41 +127,13 @@ def test_a_bad_shard_map_is_refused():
 # ---- real nodes ----------------------------------------------------------------------------
 
 
-@dataclass
-class Node:
-    url: str
-    process: subprocess.Popen
-    log: Path
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-
-def start_node(directory: Path) -> Node:
-    directory.mkdir(parents=True)
-    port = free_port()
-    nrtrec = Path(sys.executable).with_name("nrtrec")
-    command = [str(nrtrec), "query-node", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--data-dir", str(directory / "data"), "--token", NODE_TOKEN]
-    # k up to 5000 lets a test read back every item a node holds.
-    env = {**os.environ, "NRTREC_RUN_DIR": str(directory / "run")}
-    env["NRTREC_QUERY_NODE__MAX_K"] = "5000"
-    log = directory / "query-node.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    return Node(f"http://127.0.0.1:{port}", process, log)
-
-
-def wait_healthy(node: Node) -> None:
-    waiting.wait_healthy(f"{node.url}/healthz", node.process, log=node.log)
-
-
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[list[Node]]]:
     """Shard 0: replicas 0 and 1; shard 1: replicas 0 and 1."""
     root = tmp_path_factory.mktemp("gateway-nodes")
-    shards = [[start_node(root / f"shard{s}-replica{r}") for r in range(2)] for s in range(2)]
+    shards = [
+        [start_node(root / f"shard{s}-replica{r}", NODE_TOKEN) for r in range(2)] for s in range(2)
+    ]
     try:
         for shard in shards:
             for node in shard:
