@@ -49,14 +49,10 @@ class ClickPublisher:
             app.spool_path or settings.run_dir / "app-spool" / "clicks.jsonl",
             ClickEvent,
             lambda event: event.event_id,
+            ClickEvent.key,
         )
         # The event's own record may still be queued until it times out: resent only after.
-        producer.sender(
-            self.topic,
-            self.spool,
-            ClickEvent.key,
-            resend_after_s=producer.message_timeout_s,
-        )
+        producer.sender(self.topic, self.spool, resend_after_s=producer.message_timeout_s)
 
     async def publish(self, event: ClickEvent) -> Delivered:
         loop = asyncio.get_running_loop()

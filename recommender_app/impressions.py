@@ -37,12 +37,12 @@ class ImpressionLog:
             app.impressions_spool_path or clicks_spool.with_name("impressions.jsonl"),
             Impression,
             lambda impression: impression.request_id,
+            Impression.key,
         )
         # A record reaches the spool only after its own try failed: resend it at the next round.
         self._sender = producer.sender(
             self.topic,
             self.spool,
-            Impression.key,
             resend_after_s=0.0,
             max_records=app.impressions_spool_max,
         )

@@ -24,7 +24,6 @@ from pydantic import BaseModel
 from nrtrec.core.kafka import producer_config
 from nrtrec.core.settings import Settings
 from nrtrec.recommender_app.spool import EventSpool, SpoolFailed
-from nrtrec.schemas import encode
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +82,6 @@ class AppProducer:
         self,
         topic: str,
         spool: EventSpool[R],
-        key_of: Callable[[R], str],
         *,
         resend_after_s: float,
         max_records: int | None = None,
@@ -91,7 +89,7 @@ class AppProducer:
         """A thread that sends ``spool`` to ``topic`` (each record ``resend_after_s`` after it
         was spooled at the earliest), closed with this producer. ``max_records`` bounds what
         ``later`` keeps (spool and backlog together); None: no bound."""
-        sender = SpoolSender(self, topic, spool, key_of, resend_after_s, max_records)
+        sender = SpoolSender(self, topic, spool, resend_after_s, max_records)
         self._senders.append(sender)
         return sender
 
@@ -129,14 +127,12 @@ class SpoolSender(Generic[R]):
         producer: AppProducer,
         topic: str,
         spool: EventSpool[R],
-        key_of: Callable[[R], str],
         resend_after_s: float,
         max_records: int | None,
     ):
         self.topic = topic
         self.spool = spool
         self._producer = producer
-        self._key_of = key_of
         self._resend_after_s = resend_after_s
         self._backlog: deque[R] = deque()
         self._max_records = max_records
@@ -188,17 +184,16 @@ class SpoolSender(Generic[R]):
         # delivery says the broker is back; sending all of them would only queue them to fail.
         limit = 1 if self._producer.brokers_down else SEND_PER_ROUND
         for record in self.spool.pending(self._resend_after_s, limit):
-            record_id = self.spool.id_of(record)
-            if record_id in self._in_flight:
+            if record.id in self._in_flight:
                 continue
-            self._in_flight.add(record_id)
+            self._in_flight.add(record.id)
             try:
                 self._producer.produce(
                     self.topic,
-                    key=self._key_of(record),
-                    value=encode(record),
-                    on_delivery=lambda err, _m, i=record_id: settled(i, err),
+                    key=record.key,
+                    value=record.value,
+                    on_delivery=lambda err, _m, i=record.id: settled(i, err),
                 )
             except (BufferError, KafkaException):
-                self._in_flight.discard(record_id)
+                self._in_flight.discard(record.id)
                 break

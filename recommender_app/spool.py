@@ -5,7 +5,11 @@ The spool is one append-only file of JSON lines: ``{"event": {...}}`` when a rec
 killed app leaves the file; the next one sends what is not done. The file is rewritten (to a
 temporary one, renamed over it) when everything in it is done, so it stays small.
 
-One spool per topic: click events (by ``event_id``) and impressions (by ``request_id``).
+One spool per topic: click events (by ``event_id``) and impressions (by ``request_id``). In
+memory a spooled record is kept as it will be sent (key and encoded value, in a plain tuple),
+not as its model: a tuple of strings and bytes is one the garbage collector stops tracking.
+Kept as models, the 20k impressions an app may hold while Kafka is down were some 100k tracked
+objects, and each of the app's full collections cost 15-55 ms of CPU.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ValidationError
+
+from nrtrec.schemas import encode
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +37,39 @@ class SpoolFailed(Exception):
     """The record could not be written to the spool (the disk is full, say)."""
 
 
-class EventSpool(Generic[R]):
-    """Spooled records of one model, each known by ``id_of(record)``."""
+class Spooled(NamedTuple):
+    """One spooled record as it goes to Kafka."""
 
-    def __init__(self, path: Path, model: type[R], id_of: Callable[[R], str]):
+    id: str
+    key: str
+    # ``schemas.encode`` of the record.
+    value: bytes
+
+
+class EventSpool(Generic[R]):
+    """Spooled records of one model, each known by ``id_of(record)`` and sent with the key
+    ``key_of(record)``."""
+
+    def __init__(
+        self,
+        path: Path,
+        model: type[R],
+        id_of: Callable[[R], str],
+        key_of: Callable[[R], str],
+    ):
         self.path = path
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._model = model
         self._id_of = id_of
+        self._key_of = key_of
         self._lock = threading.Lock()
-        # Record id -> (record, when it was spooled; 0 for what an earlier process left).
-        self._pending: dict[str, tuple[R, float]] = {}
+        # Record id -> (key, value, when it was spooled; 0 for what an earlier process left).
+        # An exact tuple of atoms, not a ``Spooled``: only those the collector untracks.
+        self._pending: dict[str, tuple[str, bytes, float]] = {}
         self._read()
 
-    def id_of(self, record: R) -> str:
-        return self._id_of(record)
+    def _spooled(self, record: R) -> Spooled:
+        return Spooled(self._id_of(record), self._key_of(record), encode(record))
 
     def add(self, record: R) -> None:
         """Keep ``record`` until ``done``; on disk (fsynced) when this returns."""
@@ -53,43 +77,46 @@ class EventSpool(Generic[R]):
 
     def add_many(self, records: Iterable[R]) -> None:
         """``add`` for several records at the cost of one write and one fsync."""
-        records = list(records)
-        if not records:
+        spooled = [self._spooled(r) for r in records]
+        if not spooled:
             return
         with self._lock:
-            self._append([{"event": r.model_dump(mode="json", exclude_none=True)} for r in records])
+            # The lines hold the encoded value as it is: {"event": <value>}.
+            self._append([b'{"event":' + r.value + b"}\n" for r in spooled])
             now = time.monotonic()
-            for record in records:
-                self._pending[self._id_of(record)] = (record, now)
+            for record in spooled:
+                self._pending[record.id] = (record.key, record.value, now)
 
     def done(self, record_id: str) -> None:
         with self._lock:
             if self._pending.pop(record_id, None) is None:
                 return
             if self._pending:
-                self._append([{"done": record_id}])
+                self._append([json.dumps({"done": record_id}).encode() + b"\n"])
                 return
             # Nothing left: start the file afresh rather than let it grow.
             temp = self.path.with_name(f".{self.path.name}.tmp")
             temp.write_bytes(b"")
             os.replace(temp, self.path)
 
-    def pending(self, older_than_s: float = 0.0, limit: int | None = None) -> list[R]:
+    def pending(self, older_than_s: float = 0.0, limit: int | None = None) -> list[Spooled]:
         """What is not done, of what was spooled at least ``older_than_s`` ago: the oldest
         ``limit`` (all without one)."""
         now = time.monotonic()
         with self._lock:
-            old = (r for r, at in self._pending.values() if now - at >= older_than_s)
+            old = (
+                Spooled(record_id, key, value)
+                for record_id, (key, value, at) in self._pending.items()
+                if now - at >= older_than_s
+            )
             return list(itertools.islice(old, limit))
 
     def __len__(self) -> int:
         return len(self._pending)
 
-    def _append(self, records: list[dict]) -> None:
+    def _append(self, lines: list[bytes]) -> None:
         """Lines, fsynced; the caller holds the lock."""
-        data = b"".join(
-            (json.dumps(record, separators=(",", ":")) + "\n").encode() for record in records
-        )
+        data = b"".join(lines)
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             try:
@@ -107,8 +134,8 @@ class EventSpool(Generic[R]):
             try:
                 record = json.loads(line)
                 if "event" in record:
-                    spooled = self._model.model_validate(record["event"])
-                    self._pending[self._id_of(spooled)] = (spooled, 0.0)
+                    spooled = self._spooled(self._model.model_validate(record["event"]))
+                    self._pending[spooled.id] = (spooled.key, spooled.value, 0.0)
                 else:
                     self._pending.pop(str(record["done"]), None)
             except (ValueError, KeyError, ValidationError) as e:
