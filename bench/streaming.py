@@ -8,7 +8,9 @@ and a gateway, both jobs submitted on topics of this run's own), loads a MovieLe
 then for each event rate produces a paced mix of clicks and listing updates and measures:
 
 - click freshness: click produced -> the user's vector stored (``source_ts`` >= the click's ts);
-- listing freshness: update produced -> the gateway serves the new title.
+- listing freshness: update produced -> a search on every query-node replica returns the item
+  with its new title (a filtered search, ``{"title": <new title>}``, asked of each node
+  directly: the DESIGN target's "returned by search on every replica");
 
 Baseline in the same run: produce -> consume latency of a plain Kafka consumer on the same
 broker, at the same poll interval as the probes. bench/README.md explains every figure.
@@ -116,6 +118,42 @@ def make_settings(run_dir: Path, tag: str) -> Settings:
     )
 
 
+class ReplicaSearch:
+    """Which nodes return an item by search: a search filtered on the item's (unique) title,
+    so that the node answers from its index (exactly, for a filter this tight)."""
+
+    def __init__(self, settings: Settings, client: httpx.Client):
+        self.urls = self.nodes(settings)
+        self.replicas = settings.local.query_node_replicas
+        self.client = client
+        indexes = client.get(f"{settings.gateway.url}/v1/indexes", timeout=10).json()
+        dim = next(i["dim"] for i in indexes if i["model_version"] == MODEL_VERSION)
+        self.vector = [1.0] + [0.0] * (dim - 1)
+
+    @staticmethod
+    def nodes(settings: Settings) -> list[str]:
+        return [url for shard in settings.local_shard_urls() for url in shard]
+
+    def holding(self, item_id: str, title: str) -> int:
+        """How many nodes return ``item_id`` for its title."""
+        body = {
+            "vector": self.vector,
+            "k": 1,
+            "filter": {"title": title},
+            "model_version": MODEL_VERSION,
+        }
+        found = 0
+        for url in self.urls:
+            r = self.client.post(f"{url}/v1/indexes/items/search", json=body, timeout=10)
+            r.raise_for_status()
+            found += any(hit["id"] == item_id for hit in r.json()["items"])
+        return found
+
+    def on_every_replica(self, item_id: str, title: str) -> bool:
+        # The item lives on one shard: all of that shard's replicas, and no other node.
+        return self.holding(item_id, title) == self.replicas
+
+
 def gateway_title(client: httpx.Client, settings: Settings, item_id: str) -> str | None:
     r = client.post(
         f"{settings.gateway.url}/v1/indexes/items/items",
@@ -190,7 +228,8 @@ class Probes:
         self.settings = settings
         self.lock = threading.Lock()
         self.clicks: dict[int, tuple[str, int, float]] = {}  # seq -> (user, ts, t_produced)
-        self.listings: dict[int, tuple[str, int, float]] = {}  # seq -> (item, seq, t_produced)
+        # seq -> (item, its new title, t_produced)
+        self.listings: dict[int, tuple[str, str, float]] = {}
         self.found: dict[str, list[float]] = {"click": [], "listing": []}
         self.poll_lat: dict[str, list[float]] = {"click": [], "listing": []}
         self.errors = {"click": 0, "listing": 0}
@@ -222,25 +261,31 @@ class Probes:
         finally:
             store.close()
 
+    def busy_items(self) -> set[str]:
+        """Items with a listing probe outstanding: no other update of theirs is produced until
+        it is found, so that the probe's title is the one to search for."""
+        with self.lock:
+            return {item_id for item_id, _, _ in self.listings.values()}
+
     def check_listings(self) -> None:
         with httpx.Client() as client:
+            replicas = ReplicaSearch(self.settings, client)
             while not self.stop.is_set():
                 with self.lock:
                     pending = list(self.listings.items())
                 if not pending:
                     time.sleep(POLL_S)
                     continue
-                for seq, (item_id, want, t_prod) in pending:
+                for seq, (item_id, title, t_prod) in pending:
                     t0 = time.monotonic()
                     try:
-                        title = gateway_title(client, self.settings, item_id) or ""
+                        everywhere = replicas.on_every_replica(item_id, title)
                     except httpx.HTTPError:
                         self.errors["listing"] += 1
                         continue
                     now = time.monotonic()
                     self.poll_lat["listing"].append(now - t0)
-                    mark = title.rsplit(" #", 1)
-                    if len(mark) == 2 and mark[1].isdigit() and int(mark[1]) >= want:
+                    if everywhere:
                         with self.lock:
                             self.listings.pop(seq, None)
                         self.found["listing"].append(now - t_prod)
@@ -286,13 +331,16 @@ def run_rate(
         seq = seq0 + i
         ts = TS_BASE + seq
         if rng.random() < listing_share:
+            busy = probes.busy_items()
             m = movies[int(rng.integers(len(movies)))]
+            while m.item_id in busy:
+                m = movies[int(rng.integers(len(movies)))]
             ev = m.listing(ts).model_copy(update={"title": f"{m.title} #{seq}"})
             now = time.monotonic()
             producer.produce(settings.topics.listings, key=m.item_id, value=encode(ev))
             if counts["listing"] % listing_stride == 0:
                 with probes.lock:
-                    probes.listings[seq] = (m.item_id, seq, now)
+                    probes.listings[seq] = (m.item_id, ev.title, now)
                 probed["listing"] += 1
             counts["listing"] += 1
         else:
@@ -448,7 +496,8 @@ def main(
         # The Kafka service made this run's topics, with their contract configs (compaction).
         runner = LocalRunner(
             settings,
-            [QueryNodeService(settings, i) for i in (0, 1)] + [GatewayService(settings)],
+            [QueryNodeService(settings, i) for i in range(len(ReplicaSearch.nodes(settings)))]
+            + [GatewayService(settings)],
         )
         t = time.monotonic()
         with console.status("query nodes, gateway, models, jobs"):
@@ -534,6 +583,13 @@ def main(
                     "poll_interval_ms": POLL_S * 1000,
                     "model_version": MODEL_VERSION,
                     "freshness_target_ms": FRESHNESS_TARGET_S * 1000,
+                    "listing_probe": (
+                        "update produced -> a search filtered on the new title returns the "
+                        "item on every replica of its shard, asked of each node directly "
+                        f"({settings.local.query_node_shards} shards x "
+                        f"{settings.local.query_node_replicas} replica(s)); the results at 4250e38 "
+                        "timed the gateway's item look-up instead"
+                    ),
                 },
                 "job_settings": {
                     k: getattr(settings.streaming, k)
