@@ -119,12 +119,13 @@ def make_settings(run_dir: Path, tag: str) -> Settings:
 
 
 class ReplicaSearch:
-    """Which nodes return an item by search: a search filtered on the item's (unique) title,
-    so that the node answers from its index (exactly, for a filter this tight)."""
+    """Whether every replica of an item's shard returns it by search: a search filtered on the
+    item's (unique) title, so that the node answers from its index (exactly, for a filter this
+    tight), asked of each replica directly."""
 
     def __init__(self, settings: Settings, client: httpx.Client):
-        self.urls = self.nodes(settings)
-        self.replicas = settings.local.query_node_replicas
+        self.shards = settings.shard_urls()
+        self.shard_map = settings.shard_map()
         self.client = client
         indexes = client.get(f"{settings.gateway.url}/v1/indexes", timeout=10).json()
         dim = next(i["dim"] for i in indexes if i["model_version"] == MODEL_VERSION)
@@ -132,26 +133,21 @@ class ReplicaSearch:
 
     @staticmethod
     def nodes(settings: Settings) -> list[str]:
-        return [url for shard in settings.local_shard_urls() for url in shard]
+        return [url for shard in settings.shard_urls() for url in shard]
 
-    def holding(self, item_id: str, title: str) -> int:
-        """How many nodes return ``item_id`` for its title."""
+    def on_every_replica(self, item_id: str, title: str) -> bool:
         body = {
             "vector": self.vector,
             "k": 1,
             "filter": {"title": title},
             "model_version": MODEL_VERSION,
         }
-        found = 0
-        for url in self.urls:
+        for url in self.shards[self.shard_map.shard_for(item_id)]:
             r = self.client.post(f"{url}/v1/indexes/items/search", json=body, timeout=10)
             r.raise_for_status()
-            found += any(hit["id"] == item_id for hit in r.json()["items"])
-        return found
-
-    def on_every_replica(self, item_id: str, title: str) -> bool:
-        # The item lives on one shard: all of that shard's replicas, and no other node.
-        return self.holding(item_id, title) == self.replicas
+            if not any(hit["id"] == item_id for hit in r.json()["items"]):
+                return False
+        return True
 
 
 def gateway_title(client: httpx.Client, settings: Settings, item_id: str) -> str | None:
