@@ -131,10 +131,6 @@ class ReplicaSearch:
         dim = next(i["dim"] for i in indexes if i["model_version"] == MODEL_VERSION)
         self.vector = [1.0] + [0.0] * (dim - 1)
 
-    @staticmethod
-    def nodes(settings: Settings) -> list[str]:
-        return [url for shard in settings.shard_urls() for url in shard]
-
     def on_every_replica(self, item_id: str, title: str) -> bool:
         body = {
             "vector": self.vector,
@@ -492,7 +488,7 @@ def main(
         # The Kafka service made this run's topics, with their contract configs (compaction).
         runner = LocalRunner(
             settings,
-            [QueryNodeService(settings, i) for i in range(len(ReplicaSearch.nodes(settings)))]
+            [QueryNodeService(settings, i) for i in range(sum(map(len, settings.shard_urls())))]
             + [GatewayService(settings)],
         )
         t = time.monotonic()
