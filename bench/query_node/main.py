@@ -20,6 +20,7 @@ from bench.query_node.build import section_build
 from bench.query_node.data import WHAT, make_data
 from bench.query_node.during_upsert import section_during_upsert
 from bench.query_node.filtered import section_filtered
+from bench.query_node.floor import FloorProcess
 from bench.query_node.freshness import section_delta_to_node
 from bench.query_node.node import NodeProcess
 from bench.query_node.params import (
@@ -198,7 +199,11 @@ def run(params: Params, settings: QueryNodeSettings, out: Path) -> dict[str, Any
         node.wait_healthy()
         results["params"]["node_command"] = " ".join(node.argv[1:])
         results["params"]["node_env"] = env
-        bench = Bench(params, settings, data, progress, node=node, results=results)
+        floor = FloorProcess(workdir)
+        stack.callback(floor.close)
+        floor.wait_healthy()
+        results["params"]["floor_command"] = " ".join(floor.argv[1:])
+        bench = Bench(params, settings, data, progress, node=node, floor=floor, results=results)
         try:
             for name, section in SECTIONS.items():
                 if name == "delta_to_node" and not params.freshness:

@@ -39,7 +39,7 @@ FRESHNESS_LINGER_MS = 5
 # the paths are compared, each at its own smallest ef that reaches it.
 SWEEP_EFS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 MATCHED_RECALLS = (0.90, 0.95, 0.99)
-SWEEP_PATHS = ("hnswlib", "in_process", "http", "healthz")
+SWEEP_PATHS = ("hnswlib", "in_process", "http", "healthz", "floor")
 # The target: search over HTTP <= 1.5x in-process hnswlib (p95) at matched recall.
 MATCHED_RATIO_TARGET = 1.5
 # The target: upserts over HTTP (batches of 1,000) >= 0.8x hnswlib add_items.
@@ -58,6 +58,7 @@ LABELS = {
     "in_process": "VectorIndex\nin-process",
     "http": "query node\nHTTP search",
     "healthz": "query node\nHTTP /healthz",
+    "floor": "empty ASGI app\n(same server, same body)",
 }
 
 

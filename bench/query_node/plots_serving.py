@@ -52,6 +52,14 @@ def panel_sweep(k: int) -> Panel:
                     )
         floor = float(np.median([pt["healthz"]["p95_ms"] for pt in points]))
         ax.axhline(floor, color="grey", linestyle=":", label=f"HTTP /healthz p95 {floor:.2f} ms")
+        empty = float(np.median([pt["floor"]["p95_ms"] for pt in points]))
+        ax.axhline(
+            empty,
+            color="black",
+            linestyle="-.",
+            linewidth=0.8,
+            label=f"empty ASGI app p95 {empty:.2f} ms",
+        )
         ax.plot([], [], "k.--", linewidth=0.8, label="p50 (dashed)")
         lines = []
         for entry in sweep["matched"]:
@@ -68,7 +76,8 @@ def panel_sweep(k: int) -> Panel:
             floorless = ratios["http_minus_healthz_p95_over_hnswlib_p95"]
             lines.append(
                 f"@{target:g}: ef {entry['hnswlib']['ef']} / {entry['http']['ef']}, "
-                f"p95 ratio {plain:.2f} (minus /healthz {floorless:.2f})"
+                f"p95 ratio {plain:.2f} (minus /healthz {floorless:.2f}; "
+                f"empty app {ratios['floor_p95_over_hnswlib_p95']:.2f})"
             )
         ax.text(
             0.02,
@@ -96,21 +105,26 @@ def panel_matched(ax: Any, results: dict[str, Any]) -> bool:
     sweep = results.get("sweep")
     if not sweep:
         return False
-    labels, plain, floorless = [], [], []
+    labels, plain, floorless, empty = [], [], [], []
     for m in sweep["by_k"].values():
         for entry in m["matched"]:
             labels.append(f"k={m['k']}\n@{entry['recall_target']:g}")
             plain.append(entry["ratios"]["http_p95_over_hnswlib_p95"])
             floorless.append(entry["ratios"]["http_minus_healthz_p95_over_hnswlib_p95"])
+            empty.append(entry["ratios"]["floor_p95_over_hnswlib_p95"])
     x = np.arange(len(labels))
     series = (
         ("p95 HTTP / p95 hnswlib", plain, "#dd8452"),
         ("(p95 HTTP - p95 /healthz) / p95 hnswlib", floorless, "#8da0cb"),
+        ("p95 empty ASGI app / p95 hnswlib (over 0.5: 1.5x out of reach)", empty, "#999999"),
     )
+    width = 0.27
     for j, (label, values, colour) in enumerate(series):
         heights = [v if v is not None else 0.0 for v in values]
-        bars = ax.bar(x + (j - 0.5) * 0.38, heights, 0.38, color=colour, label=label)
+        bars = ax.bar(x + (j - 1) * width, heights, width, color=colour, label=label)
         for bar, v in zip(bars, values, strict=True):
+            if v is None and j > 0:
+                continue  # "not reached" once a group, over its first bar
             text = "not\nreached" if v is None else f"{v:.2f}"
             ax.annotate(
                 text,
@@ -130,7 +144,7 @@ def panel_matched(ax: Any, results: dict[str, Any]) -> bool:
     )
     ax.axhline(1.0, color="grey", linewidth=0.6)
     ax.set_xticks(x, labels, fontsize=8)
-    ax.set_ylim(0, max([MATCHED_RATIO_TARGET, *(v or 0 for v in plain)]) * 1.3)
+    ax.set_ylim(0, max([MATCHED_RATIO_TARGET, *(v or 0 for v in plain + empty)]) * 1.3)
     ax.set_ylabel("ratio to in-process hnswlib (p95)")
     ax.set_title("Search over HTTP vs hnswlib at matched recall (each its smallest ef)")
     ax.legend(fontsize=7, loc="upper left")

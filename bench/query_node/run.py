@@ -12,6 +12,7 @@ from rich.progress import Progress
 
 from bench.common import timed_rounds
 from bench.query_node.data import Data
+from bench.query_node.floor import FloorProcess
 from bench.query_node.node import NodeProcess
 from bench.query_node.params import Params
 from nrtrec.ann import VectorIndex
@@ -33,6 +34,7 @@ class Bench:
     raw: hnswlib.Index | None = None
     index: VectorIndex | None = None
     node: NodeProcess | None = None
+    floor: FloorProcess | None = None
     results: dict[str, Any] = field(default_factory=dict)
 
     def timed(

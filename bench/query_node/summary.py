@@ -48,7 +48,8 @@ def summary(results: dict[str, Any]) -> Table:
                 label,
                 f"{base['ef']}/{http['ef']}, {base['p95_ms']:.3f}/{http['p95_ms']:.3f}, "
                 f"ratio {r['http_p95_over_hnswlib_p95']:.2f} "
-                f"(minus healthz {r['http_minus_healthz_p95_over_hnswlib_p95']:.2f})",
+                f"(minus healthz {r['http_minus_healthz_p95_over_hnswlib_p95']:.2f}; "
+                f"empty app alone {r['floor_p95_over_hnswlib_p95']:.2f})",
             )
     during = results.get("during_upsert", {})
     if "stall" in during:

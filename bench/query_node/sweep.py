@@ -1,6 +1,7 @@
 """Section ``sweep``: recall and latency over an ef sweep, per k, for raw hnswlib, VectorIndex
-in process and the node over HTTP (the request's ``ef``), with ``/healthz`` in the same loop as
-the floor of HTTP; then each path at its own smallest ef reaching each target recall
+in process and the node over HTTP (the request's ``ef``), with two floors of HTTP in the same
+loop: the node's ``/healthz`` and an empty ASGI app on the same server stack sent the same search
+body (``floor``); then each path at its own smallest ef reaching each target recall
 (``matched``), the issue's comparison: search over HTTP against in-process hnswlib."""
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ from bench.query_node.data import recall
 from bench.query_node.params import INDEX, MATCHED_RECALLS, SWEEP_PATHS
 from bench.query_node.run import Bench
 
-# The paths that answer (healthz is the floor of HTTP, no answer) and are matched on recall.
+# The paths that answer (healthz and floor are floors of HTTP, no answer) and are matched on recall.
 ANSWERING = ("hnswlib", "in_process", "http")
 
 
 def section_sweep(bench: Bench) -> dict[str, Any]:
     p, data = bench.params, bench.data
-    raw, index, node = bench.raw, bench.index, bench.node
-    assert raw is not None and index is not None and node is not None
+    raw, index, node, floor = bench.raw, bench.index, bench.node, bench.floor
+    assert raw is not None and index is not None and node is not None and floor is not None
     nq = min(p.sweep_queries, p.queries)
     queries = data.queries[:nq]
     single = [q[None, :] for q in queries]
@@ -38,11 +39,15 @@ def section_sweep(bench: Bench) -> dict[str, Any]:
             def http(i: int, k: int = k, ef: int = ef) -> Any:
                 return node.timed.post(path, {"vector": bodies[i], "k": k, "ef": ef})["items"]
 
+            def empty(i: int, k: int = k, ef: int = ef) -> Any:
+                return floor.timed.post("/", {"vector": bodies[i], "k": k, "ef": ef})
+
             paths: dict[str, Callable[[int], Any]] = {
                 "hnswlib": lambda i, k=k: raw.knn_query(single[i], k=k, num_threads=1)[0][0],
                 "in_process": lambda i, k=k, ef=ef: index.search(queries[i], k, ef=ef),
                 "http": http,
                 "healthz": lambda i: node.timed.get("/healthz"),
+                "floor": empty,
             }
             before: Counter[str] = Counter()
             times, answers = bench.timed(
@@ -81,8 +86,10 @@ def _at(points: list[dict[str, Any]], name: str, target: float) -> dict[str, Any
 
 def matched(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """For each target recall: every path at its own smallest ef reaching it, and the ratios of
-    the node over HTTP (and VectorIndex) to hnswlib there. ``healthz_p95_ms`` is measured in the
-    same loop as the HTTP point it is subtracted from."""
+    the node over HTTP (and VectorIndex) to hnswlib there. ``healthz_p95_ms`` and
+    ``floor_p95_ms`` are measured in the same loop as the HTTP point they sit beside.
+    ``floor_p95_over_hnswlib_p95`` over 0.5 says the 1.5x target is out of reach of any node
+    behind this server stack, whatever its search costs."""
     out = []
     for target in MATCHED_RECALLS:
         entry: dict[str, Any] = {"recall_target": target}
@@ -106,12 +113,15 @@ def matched(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if name == "http":
                 entry[name]["healthz_p50_ms"] = point["healthz"]["p50_ms"]
                 entry[name]["healthz_p95_ms"] = point["healthz"]["p95_ms"]
+                entry[name]["floor_p50_ms"] = point["floor"]["p50_ms"]
+                entry[name]["floor_p95_ms"] = point["floor"]["p95_ms"]
                 entry[name]["strategies"] = s["strategies"]
         base, http, vi = entry["hnswlib"], entry["http"], entry["in_process"]
         ratios: dict[str, float | None] = {
             "http_p95_over_hnswlib_p95": None,
             "http_minus_healthz_p95_over_hnswlib_p95": None,
             "http_p50_over_hnswlib_p50": None,
+            "floor_p95_over_hnswlib_p95": None,
             "in_process_p95_over_hnswlib_p95": None,
         }
         if base["reached"] and http["reached"]:
@@ -120,6 +130,7 @@ def matched(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 http["p95_ms"] - http["healthz_p95_ms"]
             ) / base["p95_ms"]
             ratios["http_p50_over_hnswlib_p50"] = http["p50_ms"] / base["p50_ms"]
+            ratios["floor_p95_over_hnswlib_p95"] = http["floor_p95_ms"] / base["p95_ms"]
         if base["reached"] and vi["reached"]:
             ratios["in_process_p95_over_hnswlib_p95"] = vi["p95_ms"] / base["p95_ms"]
         entry["ratios"] = ratios
