@@ -88,8 +88,8 @@ def matched(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """For each target recall: every path at its own smallest ef reaching it, and the ratios of
     the node over HTTP (and VectorIndex) to hnswlib there. ``healthz_p95_ms`` and
     ``floor_p95_ms`` are measured in the same loop as the HTTP point they sit beside.
-    ``floor_p95_over_hnswlib_p95`` over 0.5 says the 1.5x target is out of reach of any node
-    behind this server stack, whatever its search costs."""
+    ``floor_p95_over_hnswlib_p95`` over 0.5 says the 1.5x target is about out of reach of any
+    node behind this server stack, whatever its search costs (p95s do not add exactly)."""
     out = []
     for target in MATCHED_RECALLS:
         entry: dict[str, Any] = {"recall_target": target}
