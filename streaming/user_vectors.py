@@ -38,9 +38,15 @@ class UserVectorWriter:
 
     def write(self, histories: Mapping[str, History]) -> list[BatchReport]:
         """Encode every user's history with each serving version (``ServingVersions``; without
-        one, the newest served encoder) and store the vectors, one report per version."""
+        one, the newest served encoder) and store the vectors, one report per version.
+
+        Newest version first. Every put replaces the record's recent items, which are the items
+        its newest vector was made from (``UserVectors``); written oldest first, a record would
+        show the new recent items beside the newest version's previous vector until that
+        version's own put, and a reader between the two (the app, or a test waiting for the
+        recent items) would take the old vector for the new history."""
         versions = self.versions.current() if self.versions else [self.encoder.resolve(None)]
-        return [self.write_version(histories, v) for v in versions]
+        return [self.write_version(histories, v) for v in sorted(versions, reverse=True)]
 
     def write_version(
         self,
