@@ -52,17 +52,14 @@ def targets(p: Params, results: dict[str, Any]) -> dict[str, Any]:
         }
     sweep = results.get("sweep")
     if sweep:
-        values = {
-            f"k{m['k']}@{entry['recall_target']:g}": entry["ratios"]["http_p95_over_hnswlib_p95"]
+        ratios = {
+            f"k{m['k']}@{entry['recall_target']:g}": entry["ratios"]
             for m in sweep["by_k"].values()
             for entry in m["matched"]
         }
+        values = {key: r["http_p95_over_hnswlib_p95"] for key, r in ratios.items()}
+        floors = {key: r["floor_p95_over_hnswlib_p95"] for key, r in ratios.items()}
         reached = [v for v in values.values() if v is not None]
-        floors = {
-            f"k{m['k']}@{entry['recall_target']:g}": entry["ratios"]["floor_p95_over_hnswlib_p95"]
-            for m in sweep["by_k"].values()
-            for entry in m["matched"]
-        }
         out["search_http_at_matched_recall"] = {
             "definition": "p95 of a search over HTTP / p95 of in-process hnswlib knn_query, each "
             "at its own smallest ef reaching the recall (sweep.by_k.*.matched); none: a path "
